@@ -1,0 +1,43 @@
+# prism-eval: set-up, run, test, lint, bench.
+# `make run` and `make test` create .venv on first use and install everything they need.
+
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+GPT2_STAMP := $(VENV)/share/prism-eval/tokenizers/gpt2.tiktoken
+# A CPU build of torch: on these machines the wheel is on disk; a bare `torch` would pull CUDA.
+TORCH_SPEC ?= torch==2.13.0
+
+.PHONY: install run test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet "$(TORCH_SPEC)"
+	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+$(GPT2_STAMP): scripts/stage_gpt2.py | $(STAMP)
+	$(BIN)/python scripts/stage_gpt2.py --prefix $(VENV)
+
+install: $(STAMP) $(GPT2_STAMP)
+
+run: install
+	$(BIN)/prism-eval run examples/bundles/ok_tiny_transformer
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff format --check prism_eval tests scripts examples
+	$(BIN)/ruff check prism_eval tests scripts examples
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,104 @@
+"""Supervisor: evaluation profiles and limits, as validated data (DESIGN §11).
+
+A profile is a YAML file in `prism_eval/profiles/`; `--config FILE` overlays a user file and CLI
+flags overlay both. The resolved config and its digest go into every record.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import rfc8785
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from prism_eval.errors import EvaluatorError
+
+PROFILES = ("cpu", "official")
+
+
+class IntakeLimits(BaseModel):
+    """Caps applied while reading a bundle, before any byte is trusted."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    max_files: int = Field(64, ge=1, description="Most files a bundle may hold.")
+    max_total_bytes: int = Field(4 * 1024 * 1024, ge=1, description="Uncompressed total.")
+    max_file_bytes: int = Field(1024 * 1024, ge=1, description="Uncompressed size of one file.")
+    max_archive_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Size of the zip itself.")
+
+
+class EvalConfig(BaseModel):
+    """Everything that decides a score. Two validators with equal configs score alike."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    profile: str = Field("cpu", description="Name of the profile this config started from.")
+    seed: int = Field(1337, ge=0, lt=2**63, description="The forced seed for init and probes.")
+    byte_budget: int = Field(
+        256 * 1024, ge=1, description="UTF-8 bytes of train text scored; the run's length."
+    )
+    max_seq_len: int = Field(256, ge=2, le=65536, description="Longest row a miner may ask for.")
+    max_batch_size: int = Field(512, ge=1, description="Most rows a miner may ask for per batch.")
+    max_params: int = Field(150_000_000, ge=1, description="Cap on parameters + float buffers.")
+    device: Literal["cpu", "cuda"] = Field("cpu", description="Where miner code runs.")
+    threads: int = Field(0, ge=0, description="torch threads in workers; 0 means all cores.")
+    data_access: Literal["instrument", "readable"] = Field(
+        "instrument", description="Whether train(ctx) may read the train shards itself."
+    )
+    review_policy: Literal["required", "optional", "off"] = "off"
+    heldout_required: bool = False
+    train_timeout_s: float = Field(600.0, gt=0, description="Wall-clock cap for train(ctx).")
+    probe_timeout_s: float = Field(120.0, gt=0, description="Wall-clock cap for the probe.")
+    idle_timeout_s: float = Field(
+        300.0, gt=0, description="Longest a worker may go without a message before it is killed."
+    )
+    prefetch_batches: int = Field(4, ge=1, le=64, description="Batches sent ahead of the worker.")
+    curve_points: int = Field(256, ge=2, le=4096, description="Points kept in the record's curve.")
+    intake: IntakeLimits = Field(default_factory=IntakeLimits)  # type: ignore[arg-type]
+
+    def sha256(self) -> str:
+        """Digest of the canonical (RFC 8785) JSON of this config."""
+        return hashlib.sha256(rfc8785.dumps(self.model_dump(mode="json"))).hexdigest()
+
+
+def _read_yaml(text: str, origin: str) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise EvaluatorError("config.bad_yaml", f"{origin} is not valid YAML: {exc}") from exc
+    if not isinstance(data, dict):
+        raise EvaluatorError("config.bad_yaml", f"{origin} must be a mapping of settings")
+    return data
+
+
+def load_config(
+    profile: str = "cpu",
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> EvalConfig:
+    """Resolve profile → config file → overrides (None values are ignored) into one config."""
+    if profile not in PROFILES:
+        raise EvaluatorError(
+            "config.unknown_profile", f"unknown profile {profile!r}", hint=f"use one of {PROFILES}"
+        )
+    text = resources.files("prism_eval").joinpath(f"profiles/{profile}.yaml").read_text()
+    data = _read_yaml(text, f"profile {profile}")
+    data["profile"] = profile
+    if config_file is not None:
+        try:
+            user_text = config_file.read_text()
+        except OSError as exc:
+            raise EvaluatorError("config.unreadable", f"cannot read {config_file}: {exc}") from exc
+        data.update(_read_yaml(user_text, str(config_file)))
+    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    try:
+        return EvalConfig.model_validate(data)
+    except ValidationError as exc:
+        allowed = ", ".join(sorted(EvalConfig.model_fields))
+        raise EvaluatorError(
+            "config.invalid", f"invalid configuration: {exc}", hint=f"allowed keys: {allowed}"
+        ) from exc

@@ -1,0 +1,436 @@
+"""Supervisor: the stages in their fixed order, and the record they produce (DESIGN §4).
+
+inputs → intake → contract → lint → review → probe → train → audit → score → record.
+The first stage that raises ends the run; the later stages are listed as skipped, and a
+signed record is produced for every outcome. Nothing here imports bundle code: the probe and
+train stages run it in worker processes.
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from prism_eval import __version__
+from prism_eval.bundle import Bundle, Contract, check_contract, load_bundle
+from prism_eval.config import EvalConfig, load_config
+from prism_eval.data import DataManifest, iter_documents, manifest_sha256, verify_data_dir
+from prism_eval.attest import resolve_signing_key, sign_record, write_outputs
+from prism_eval.environment import describe_environment, evaluator_identity, isolation_layers
+from prism_eval.errors import EvaluatorError, Failed, PrismError, Rejected, Status
+from prism_eval.lint import lint_bundle, raise_on_findings
+from prism_eval.probing import ProbeOutcome, run_probe
+from prism_eval.progress import TrainProgress, say
+from prism_eval.protocol import JobSpec
+from prism_eval.record import (
+    Artifacts,
+    DataRef,
+    Inputs,
+    Reason,
+    Record,
+    RunFigures,
+    Score,
+    SignedRecord,
+    Signer,
+    StageResult,
+    StageStatus,
+    StreamSummary,
+    Subject,
+    TokenizerRef,
+)
+from prism_eval.scored_run import TrainOutcome, run_training
+from prism_eval.scoring import (
+    SCORING_VERSION,
+    bits_per_byte,
+    final_score,
+    learning_curve,
+    stream_sha256,
+    total_nats,
+)
+from prism_eval.tokenizers import Tokenizer, load_tokenizer
+from prism_eval.weights import read_final_weights
+
+STAGES = (
+    "inputs", "intake", "contract", "lint", "review", "probe", "train", "audit", "score", "record"
+)  # fmt: skip
+HELDOUT_SPLIT = "test"
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """A stage's way of saying it did not apply, and why."""
+
+    message: str
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One evaluation: what to score, against what, under which config, signed by whom."""
+
+    bundle: Path
+    data_dir: Path
+    config: EvalConfig
+    config_error: PrismError | None = None
+    heldout_dir: Path | None = None
+    key_path: Path | None = None
+    out_dir: Path | None = None
+
+
+def load_request_config(
+    profile: str, config_file: Path | None, overrides: dict[str, Any]
+) -> tuple[EvalConfig, PrismError | None]:
+    """Resolve the run's config; a bad one is kept as an error for the record to report."""
+    try:
+        return load_config(profile, config_file, overrides), None
+    except PrismError as exc:
+        return EvalConfig(), exc
+
+
+def _data_ref(data_dir: Path, manifest: DataManifest, split: str) -> DataRef:
+    entry = manifest.splits[split]
+    return DataRef(
+        manifest_sha256=manifest_sha256(data_dir),
+        digest=manifest.digest,
+        split=split,
+        shard_bytes=entry.bytes,
+        documents=entry.documents,
+    )
+
+
+class Evaluation:
+    """The state one run accumulates, stage by stage."""
+
+    def __init__(self, request: RunRequest, work_dir: Path) -> None:
+        self.request = request
+        self.config = request.config
+        self.work_dir = work_dir
+        self.stages: list[StageResult] = []
+        self.manifest: DataManifest | None = None
+        self.data: DataRef | None = None
+        self.heldout: DataRef | None = None
+        self.bundle: Bundle | None = None
+        self.contract: Contract | None = None
+        self.tokenizer: Tokenizer | None = None
+        self.probe: ProbeOutcome | None = None
+        self.train: TrainOutcome | None = None
+        self.artifacts: Artifacts | None = None
+        self.score: Score | None = None
+
+    # ---- stages -------------------------------------------------------------------------
+
+    def stage_inputs(self) -> str:
+        """Verify the locked data (every shard's hash) and pin the held-out split."""
+        if self.request.config_error is not None:
+            raise self.request.config_error
+        self.manifest = verify_data_dir(self.request.data_dir, ["train"])
+        if "train" not in self.manifest.splits:
+            raise EvaluatorError("inputs.no_train_split", "the data manifest has no train split")
+        self.data = _data_ref(self.request.data_dir, self.manifest, "train")
+        if self.request.heldout_dir is not None:
+            heldout_manifest = verify_data_dir(self.request.heldout_dir, [HELDOUT_SPLIT])
+            self.heldout = _data_ref(self.request.heldout_dir, heldout_manifest, HELDOUT_SPLIT)
+        elif self.config.heldout_required:
+            raise EvaluatorError(
+                "inputs.heldout_required",
+                f"the {self.config.profile} profile requires held-out data",
+                hint="pass --heldout DIR",
+            )
+        return f"train split: {self.data.documents:,} documents, {self.data.shard_bytes:,} bytes"
+
+    def stage_intake(self) -> str:
+        """Read the bundle under the intake caps into a directory the supervisor owns."""
+        destination = self.work_dir / "bundle"
+        destination.mkdir(mode=0o700)
+        self.bundle = load_bundle(self.request.bundle, destination, self.config.intake)
+        return f"{len(self.bundle.files)} files, digest {self.bundle.sha256[:16]}…"
+
+    def stage_contract(self) -> str:
+        """Check prism.yaml, the scripts and symbols; load the declared tokenizer."""
+        assert self.bundle is not None
+        self.contract = check_contract(self.bundle)
+        self.tokenizer = load_tokenizer(self.contract.tokenizer)
+        return f"tokenizer {self.tokenizer.name} (vocab {self.tokenizer.vocab_size:,})"
+
+    def stage_lint(self) -> str:
+        """The friendly AST lint (not the security boundary)."""
+        assert self.bundle is not None and self.contract is not None
+        raise_on_findings(lint_bundle(self.bundle, self.contract))
+        return "no findings"
+
+    def stage_review(self) -> str | Skipped:
+        """The review verdict's slot; its verification arrives with the review gate."""
+        policy = self.config.review_policy
+        if policy == "required":
+            raise Rejected(
+                "review.missing_verdict",
+                "the review policy is `required` and no verified verdict was given",
+                hint="this evaluator version cannot verify verdicts yet; use review_policy: off",
+            )
+        return Skipped(f"review policy is {policy}: no verdict checked")
+
+    def stage_probe(self) -> str:
+        """Build the model in a probe worker: cap, output shape, finiteness, determinism."""
+        spec = self._job_spec("probe")
+        self.probe = run_probe(
+            spec, self._scratch("probe"), self.config.threads, self.config.probe_timeout_s
+        )
+        return f"{self.probe.params:,} parameters, logits width {self.probe.logits_width:,}"
+
+    def stage_train(self) -> str:
+        """The forced-init re-execution of train(ctx) over the scored stream."""
+        assert self.manifest is not None and self.tokenizer is not None
+        say(f"training: byte budget {self.config.byte_budget:,}")
+        self.train = run_training(
+            self._job_spec("train"),
+            self._scratch("train"),
+            threads=self.config.threads,
+            timeout_s=self.config.train_timeout_s,
+            idle_timeout_s=self.config.idle_timeout_s,
+            prefetch=self.config.prefetch_batches,
+            documents=iter_documents(self.request.data_dir, self.manifest, "train"),
+            tokenizer=self.tokenizer,
+            progress=TrainProgress(self.config.byte_budget),
+        )
+        scored = sum(f.bytes for f in self.train.figures)
+        note = f"{len(self.train.figures)} batches, {scored:,} bytes"
+        if self.train.tally.stopped_by == "data_exhausted":
+            note += f"; the data ran out before the {self.config.byte_budget:,}-byte budget"
+        return note
+
+    def stage_audit(self) -> str:
+        """Read back the scored model's weights (the referee arrives with the audit work)."""
+        assert self.probe is not None
+        cap = 8 * self.config.max_params + (1 << 26)
+        self.artifacts = read_final_weights(self._artifacts_dir() / "final.safetensors", cap)
+        if self.artifacts.elements < self.probe.params:
+            raise Failed(
+                "audit.weights_mismatch",
+                f"final.safetensors holds {self.artifacts.elements:,} elements, fewer than the "
+                f"model's {self.probe.params:,} parameters",
+            )
+        return f"final.safetensors: {self.artifacts.tensors} tensors"
+
+    def stage_score(self) -> str:
+        """Prequential bits per byte over the scored stream (scoring.py)."""
+        assert self.train is not None
+        figures = self.train.figures
+        scored_bytes = sum(f.bytes for f in figures)
+        if scored_bytes == 0:
+            raise Failed("score.no_bytes", "the scored batches covered no bytes of text")
+        bpb = bits_per_byte(total_nats(figures), scored_bytes)
+        self.score = Score(bpb=bpb, final_score=final_score(bpb), scoring_version=SCORING_VERSION)
+        return f"bpb {bpb:.4f} over {scored_bytes:,} bytes"
+
+    # ---- plumbing -----------------------------------------------------------------------
+
+    def _scratch(self, job: str) -> Path:
+        path = self.work_dir / f"scratch-{job}"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+    def _artifacts_dir(self) -> Path:
+        path = self.work_dir / "artifacts"
+        path.mkdir(mode=0o700, exist_ok=True)
+        return path
+
+    def _job_spec(self, job: str) -> JobSpec:
+        assert self.bundle is not None and self.contract is not None
+        assert self.tokenizer is not None
+        config = self.config
+        readable = config.data_access == "readable"
+        artifacts = self._artifacts_dir()
+        return JobSpec(
+            job=job,  # type: ignore[arg-type]
+            bundle_dir=str(self.bundle.root),
+            architecture_file=self.contract.architecture_path,
+            training_file=self.contract.training_path,
+            build_symbol=self.contract.build_symbol,
+            train_symbol=self.contract.train_symbol,
+            seed=config.seed,
+            device=config.device,
+            threads=config.threads,
+            tokenizer=self.tokenizer.name,
+            vocab_size=self.tokenizer.vocab_size,
+            bos_id=self.tokenizer.bos_id,
+            max_seq_len=config.max_seq_len,
+            max_batch_size=config.max_batch_size,
+            max_params=config.max_params,
+            byte_budget=config.byte_budget,
+            artifacts_dir=str(artifacts),
+            data_dir=str(self.request.data_dir / "train") if readable else None,
+            final_weights_path=str(artifacts / "final.safetensors"),
+        )
+
+    def run_stages(self) -> tuple[Status, Reason]:
+        """Run every stage in order until one ends the run; return the status and reason."""
+        steps: dict[str, Callable[[], str | Skipped]] = {
+            "inputs": self.stage_inputs,
+            "intake": self.stage_intake,
+            "contract": self.stage_contract,
+            "lint": self.stage_lint,
+            "review": self.stage_review,
+            "probe": self.stage_probe,
+            "train": self.stage_train,
+            "audit": self.stage_audit,
+            "score": self.stage_score,
+        }
+        for name, step in steps.items():
+            started = time.monotonic()
+            try:
+                note = step()
+            except PrismError as exc:
+                self._end_at(name, exc, time.monotonic() - started)
+                return exc.status, Reason(rule_id=exc.rule_id, message=exc.message, hint=exc.hint)
+            except Exception as exc:  # a bug of ours: status error, never the miner's fault
+                traceback.print_exc(file=sys.stderr)
+                error = EvaluatorError(
+                    "internal.bug",
+                    f"internal error in stage {name}: {type(exc).__name__}: {exc}",
+                    hint="this is a prism-eval bug; report it with the log above",
+                )
+                self._end_at(name, error, time.monotonic() - started)
+                return error.status, Reason(rule_id=error.rule_id, message=error.message)
+            seconds = time.monotonic() - started
+            status: StageStatus = "skipped" if isinstance(note, Skipped) else "passed"
+            message = note.message if isinstance(note, Skipped) else note
+            self.stages.append(
+                StageResult(name=name, status=status, message=message, seconds=seconds)
+            )
+            say(f"{name}: {status} ({seconds:.1f}s) {message}")
+        assert self.score is not None
+        return "scored", Reason(rule_id=None, message=f"scored: bpb {self.score.bpb:.4f}")
+
+    def _end_at(self, name: str, exc: PrismError, seconds: float) -> None:
+        say(f"{name}: {exc.status} [{exc.rule_id}] {exc.message}")
+        self.stages.append(
+            StageResult(
+                name=name,
+                status=exc.status,
+                rule_id=exc.rule_id,
+                message=exc.message,
+                evidence=exc.evidence[:50],
+                seconds=seconds,
+            )
+        )
+        for later in STAGES[STAGES.index(name) + 1 : -1]:
+            self.stages.append(
+                StageResult(
+                    name=later, status="skipped", message=f"not run: {name} ended the run",
+                    seconds=0.0,
+                )
+            )  # fmt: skip
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def build_record(
+    evaluation: Evaluation, status: Status, reason: Reason, started_at: str, signer: Signer
+) -> Record:
+    """Assemble the record from what the stages established (no I/O)."""
+    request, config = evaluation.request, evaluation.config
+    bundle, train, probe = evaluation.bundle, evaluation.train, evaluation.probe
+    tokenizer = evaluation.tokenizer
+    run = stream = None
+    if train is not None and train.figures:
+        figures = train.figures
+        run = RunFigures(
+            batch_size=train.batch_size,
+            seq_len=train.seq_len,
+            batches=len(figures),
+            tokens=sum(f.tokens for f in figures),
+            bytes=sum(f.bytes for f in figures),
+            documents=train.tally.documents,
+            empty_documents=train.tally.empty_documents,
+            stopped_by=train.tally.stopped_by or "data_exhausted",
+            model_params=probe.params if probe else None,
+            float_buffer_elements=probe.float_buffer_elements if probe else None,
+            wall_seconds=round(train.wall_seconds, 3),
+        )
+        stream = StreamSummary(
+            sha256=stream_sha256(figures),
+            batches=len(figures),
+            nats=total_nats(figures),
+            tokens=run.tokens,
+            bytes=run.bytes,
+            curve=learning_curve(figures, config.curve_points),
+        )
+    return Record(
+        status=status,
+        reason=reason,
+        subject=Subject(
+            bundle_sha256=bundle.sha256 if bundle else None,
+            files=list(bundle.files) if bundle else [],
+            source=request.bundle.name,
+        ),
+        inputs=None
+        if request.config_error
+        else Inputs(
+            data=evaluation.data,
+            heldout=evaluation.heldout,
+            tokenizer=(
+                TokenizerRef(
+                    name=tokenizer.name,
+                    vocab_size=tokenizer.vocab_size,
+                    bos_id=tokenizer.bos_id,
+                    fingerprint=tokenizer.fingerprint,
+                )
+                if tokenizer
+                else None
+            ),
+            seed=config.seed,
+            config=config.model_dump(mode="json"),
+            config_sha256=config.sha256(),
+        ),
+        evaluator=evaluator_identity(__version__),
+        environment=describe_environment(probe.ready if probe else None),
+        isolation=isolation_layers(),
+        stages=evaluation.stages,
+        run=run,
+        stream=stream,
+        score=evaluation.score if status == "scored" else None,
+        artifacts=evaluation.artifacts,
+        signer=signer,
+        started_at=started_at,
+        finished_at=_utc_now(),
+    )
+
+
+def evaluate(request: RunRequest, environ: dict[str, str]) -> SignedRecord:
+    """Run every stage and return the signed record, for every outcome.
+
+    The signing key is resolved first: a bad key is the operator's error and there would be
+    nothing to sign with, so it raises instead of producing a record.
+    """
+    identity = resolve_signing_key(request.key_path, environ)
+    started_at = _utc_now()
+    with tempfile.TemporaryDirectory(prefix="prism-eval-") as work:
+        evaluation = Evaluation(request, Path(work))
+        status, reason = evaluation.run_stages()
+        assembling = time.monotonic()
+        evaluation.stages.append(
+            StageResult(
+                name="record",
+                status="passed",
+                message=f"signed by a{'n ephemeral' if identity.mode == 'ephemeral' else ''} key",
+                seconds=round(time.monotonic() - assembling, 3),
+            )
+        )
+        record = build_record(evaluation, status, reason, started_at, identity.signer())
+        signed = sign_record(record, identity)
+        if request.out_dir is not None:
+            write_outputs(
+                request.out_dir,
+                signed,
+                evaluation.train.figures if evaluation.train else [],
+                Path(work) / "artifacts" / "final.safetensors" if evaluation.artifacts else None,
+            )
+    return signed

@@ -1,0 +1,105 @@
+"""Supervisor: the probe stage — build the model in a worker and check what it reports.
+
+The worker builds the model under the forced seed, counts parameters and floating-point
+buffers (weights hidden in buffers count toward the cap), and runs a forward on random
+tokens the supervisor chose. The supervisor checks the counts against the cap and the logits'
+shape against the batch it sent: (batch, seq, W) with W >= vocab, finite.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from prism_eval.errors import Failed, PrismError, Rejected
+from prism_eval.protocol import Failure, JobSpec, ProbeInput, ProbeReport, ProtocolError, Ready
+from prism_eval.sandbox.launch import WorkerTimeout
+from prism_eval.sandbox.session import deadline_left, failure_error, lost_worker_error, start_job
+
+PROBE_BATCH = 2
+PROBE_SEQ = 16
+
+PROBE_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
+    "import": (Rejected, "probe.import_failed", "importing the architecture script raised"),
+    "build_model": (Rejected, "probe.build_failed", "build_model(ctx) raised"),
+    "not_a_module": (Rejected, "probe.not_a_module", "build_model(ctx) must return an nn.Module"),
+    "probe_forward": (Rejected, "probe.forward_failed", "the model's forward raised"),
+}
+
+
+@dataclass(frozen=True)
+class ProbeOutcome:
+    """What the probe established about the model."""
+
+    ready: Ready
+    params: int
+    float_buffer_elements: int
+    logits_width: int
+
+
+def probe_tokens(seed: int, vocab_size: int, seq_len: int) -> np.ndarray:
+    """Random probe tokens, (PROBE_BATCH, seq_len) int32, from the supervisor's generator."""
+    generator = np.random.default_rng([seed, 0x9E0BE])
+    return generator.integers(0, vocab_size, size=(PROBE_BATCH, seq_len), dtype=np.int32)
+
+
+def check_probe_report(report: ProbeReport, spec: JobSpec, seq_len: int) -> tuple[int, int, int]:
+    """Apply the cap and output-shape rules; return (params, float buffers, logits width)."""
+    params = max(report.params, report.params_after_forward)
+    buffers = max(report.float_buffer_elements, report.float_buffer_elements_after_forward)
+    if params + buffers > spec.max_params:
+        raise Rejected(
+            "probe.too_many_params",
+            f"the model has {params:,} parameters and {buffers:,} floating-point buffer "
+            f"elements, {params + buffers:,} in all, over the cap of {spec.max_params:,}",
+            hint="buffers count toward the cap; shrink the model",
+        )
+    shape = report.logits_shape
+    expected = f"({PROBE_BATCH}, {seq_len}, >= {spec.vocab_size})"
+    if len(shape) != 3 or shape[0] != PROBE_BATCH or shape[1] != seq_len:
+        raise Rejected(
+            "probe.bad_output_shape",
+            f"for input ({PROBE_BATCH}, {seq_len}) the model returned logits of shape "
+            f"{tuple(shape)}; expected {expected}",
+            hint="return logits for every position: (batch, seq, vocab)",
+        )
+    if shape[2] < spec.vocab_size:
+        raise Rejected(
+            "probe.narrow_logits",
+            f"the logits are {shape[2]} wide, narrower than the vocabulary ({spec.vocab_size})",
+            hint="use ctx.vocab_size for the output layer",
+        )
+    if not report.logits_finite:
+        raise Rejected("probe.nonfinite_logits", "the probe forward produced NaN or inf logits")
+    if not report.deterministic:
+        raise Rejected(
+            "probe.nondeterministic",
+            "the same input gave different logits on two eval-mode forwards",
+            hint="avoid randomness in eval mode (dropout is fine; it is off in eval)",
+        )
+    return params, buffers, shape[2]
+
+
+def run_probe(spec: JobSpec, scratch_dir: Path, threads: int, timeout_s: float) -> ProbeOutcome:
+    """Run the probe worker and return the checked outcome (raises Rejected or Failed)."""
+    deadline = time.monotonic() + timeout_s
+    seq_len = min(PROBE_SEQ, spec.max_seq_len - 1)
+    tokens = probe_tokens(spec.seed, spec.vocab_size, seq_len)
+    probe_input = (ProbeInput(batch_size=PROBE_BATCH, seq_len=seq_len), tokens.tobytes())
+    worker, ready = start_job(spec, scratch_dir, threads, [probe_input])
+    try:
+        message = worker.receive(deadline_left(deadline))
+    except (WorkerTimeout, ProtocolError) as exc:
+        raise lost_worker_error("probe", worker, exc) from exc
+    if isinstance(message, Failure):
+        worker.kill()
+        raise failure_error(message, PROBE_FAILURES)
+    if not isinstance(message, ProbeReport):
+        worker.kill()
+        raise Failed("probe.protocol", f"expected a probe report, got {message.type}")
+    worker.close()
+    params, buffers, width = check_probe_report(message, spec, seq_len)
+    return ProbeOutcome(ready, params, buffers, width)

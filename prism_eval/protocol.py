@@ -1,0 +1,248 @@
+"""Shared: the frames and messages that cross the supervisor/worker boundary. Pure, no policy.
+
+A frame is `u32 header_len | u32 body_len | header | body` (big-endian lengths). The header is
+one JSON message (a pydantic model below, tagged by `type`); the body is raw bytes, used only
+for token arrays the supervisor sends. Both sides read with hard caps: a worker is hostile, so
+whatever it sends is `untrusted` until `parse_worker_message` has turned it into a model.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import struct
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, field_validator
+
+PROTOCOL_VERSION = 1
+_LENGTHS = struct.Struct(">II")
+# Worker messages are small; a larger header is an attack or a bug.
+MAX_WORKER_HEADER_BYTES = 64 * 1024
+MAX_SUPERVISOR_HEADER_BYTES = 1024 * 1024
+MAX_BODY_BYTES = 512 * 1024 * 1024
+
+
+class ProtocolError(Exception):
+    """A frame or message broke the protocol (size, framing, schema, values)."""
+
+
+class ChannelClosed(ProtocolError):
+    """The other side closed the channel."""
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+# ---- supervisor → worker ------------------------------------------------------------------
+
+
+class JobSpec(_Message):
+    """What a worker is asked to do, and everything its `PrismContext` exposes."""
+
+    type: Literal["job"] = "job"
+    protocol: int = PROTOCOL_VERSION
+    job: Literal["probe", "train"]
+    bundle_dir: str
+    architecture_file: str = Field(description="Path inside the bundle, e.g. architecture.py.")
+    training_file: str
+    build_symbol: str
+    train_symbol: str
+    seed: int
+    device: Literal["cpu", "cuda"]
+    threads: int = Field(description="torch intra-op threads; 0 leaves torch's default.")
+    tokenizer: str
+    vocab_size: int
+    bos_id: int
+    max_seq_len: int
+    max_batch_size: int
+    max_params: int
+    byte_budget: int
+    artifacts_dir: str
+    data_dir: str | None = Field(description="Train split, only when data_access is readable.")
+    final_weights_path: str
+
+
+class ProbeInput(_Message):
+    """Random tokens (body: int32, shape (batch, seq)) for the probe forward."""
+
+    type: Literal["probe_input"] = "probe_input"
+    batch_size: int
+    seq_len: int
+
+
+class StreamAccepted(_Message):
+    """The supervisor accepts the geometry the miner asked for."""
+
+    type: Literal["stream_accepted"] = "stream_accepted"
+    batch_size: int
+    seq_len: int
+
+
+class StreamRefused(_Message):
+    """The supervisor refuses the stream request; the run is over."""
+
+    type: Literal["stream_refused"] = "stream_refused"
+    rule_id: str
+    message: str
+
+
+class Batch(_Message):
+    """One batch of rows (body: int32, shape (rows, cols)); rows overlap by one token."""
+
+    type: Literal["batch"] = "batch"
+    index: int
+    rows: int
+    cols: int
+
+
+class StreamEnd(_Message):
+    """No more batches: the byte budget is spent or the data ran out."""
+
+    type: Literal["stream_end"] = "stream_end"
+    reason: Literal["budget", "data_exhausted"]
+
+
+SupervisorMessage = Annotated[
+    JobSpec | ProbeInput | StreamAccepted | StreamRefused | Batch | StreamEnd,
+    Field(discriminator="type"),
+]
+
+# ---- worker → supervisor (untrusted) ------------------------------------------------------
+
+
+def _finite(value: float) -> float:
+    if not math.isfinite(value):
+        raise ValueError("must be finite")
+    return value
+
+
+class Ready(_Message):
+    """The worker is set up (seeds, determinism) and about to import miner code."""
+
+    type: Literal["ready"] = "ready"
+    torch_version: str = Field(max_length=64)
+    cuda_version: str | None = Field(max_length=64)
+    device_name: str = Field(max_length=256)
+    determinism: dict[str, str] = Field(max_length=32)
+
+
+class ProbeReport(_Message):
+    """What the probe saw: counts and the logits' shape."""
+
+    type: Literal["probe_report"] = "probe_report"
+    params: int = Field(ge=0)
+    float_buffer_elements: int = Field(ge=0)
+    params_after_forward: int = Field(ge=0)
+    float_buffer_elements_after_forward: int = Field(ge=0)
+    logits_shape: list[int] = Field(max_length=8)
+    logits_finite: bool
+    deterministic: bool
+
+
+class StreamOpen(_Message):
+    """The miner's first `iter_train_batches` call: the geometry it asks for."""
+
+    type: Literal["stream_open"] = "stream_open"
+    batch_size: int
+    seq_len: int
+    tokenizer: str = Field(max_length=64)
+
+
+class BatchLoss(_Message):
+    """Summed nats over a batch's predicted tokens, taken before the miner trains on it."""
+
+    type: Literal["batch_loss"] = "batch_loss"
+    index: int = Field(ge=0)
+    nats: float
+    tokens: int = Field(ge=0)
+
+    @field_validator("nats")
+    @classmethod
+    def _nats_finite(cls, value: float) -> float:
+        return _finite(value)
+
+
+class TrainDone(_Message):
+    """`train(ctx)` returned and the scored model was saved."""
+
+    type: Literal["train_done"] = "train_done"
+    batches_consumed: int = Field(ge=0)
+
+
+class Failure(_Message):
+    """Miner code raised. `where` says in which step; the supervisor picks the rule id."""
+
+    type: Literal["failure"] = "failure"
+    where: Literal[
+        "import", "build_model", "not_a_module", "probe_forward", "train", "capture", "save"
+    ]
+    exc_type: str = Field(max_length=256)
+    message: str = Field(max_length=4096)
+    traceback: str = Field(max_length=16384)
+
+
+class NonFiniteLoss(_Message):
+    """The capture's loss for a batch was NaN or infinite (sent instead of BatchLoss)."""
+
+    type: Literal["nonfinite_loss"] = "nonfinite_loss"
+    index: int = Field(ge=0)
+
+
+WorkerMessage = Annotated[
+    Ready | ProbeReport | StreamOpen | BatchLoss | TrainDone | Failure | NonFiniteLoss,
+    Field(discriminator="type"),
+]
+
+_WORKER_ADAPTER: TypeAdapter[WorkerMessage] = TypeAdapter(WorkerMessage)
+_SUPERVISOR_ADAPTER: TypeAdapter[SupervisorMessage] = TypeAdapter(SupervisorMessage)
+
+
+def encode_frame(message: BaseModel, body: bytes = b"") -> bytes:
+    """Encode one message (and an optional body) as a frame."""
+    header = orjson.dumps(message.model_dump(mode="json"))
+    return _LENGTHS.pack(len(header), len(body)) + header + body
+
+
+def _recv_exact(sock: socket.socket, size: int) -> bytes:
+    buffer = bytearray(size)
+    view = memoryview(buffer)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:], size - got)
+        if n == 0:
+            raise ChannelClosed("channel closed mid-frame" if got else "channel closed")
+        got += n
+    return bytes(buffer)
+
+
+def read_frame(sock: socket.socket, max_header: int, max_body: int) -> tuple[bytes, bytes]:
+    """Read one frame, refusing any length over its cap before reading a byte of it."""
+    header_len, body_len = _LENGTHS.unpack(_recv_exact(sock, _LENGTHS.size))
+    if header_len == 0 or header_len > max_header:
+        raise ProtocolError(f"header of {header_len} bytes (cap {max_header})")
+    if body_len > max_body:
+        raise ProtocolError(f"body of {body_len} bytes (cap {max_body})")
+    header = _recv_exact(sock, header_len)
+    body = _recv_exact(sock, body_len) if body_len else b""
+    return header, body
+
+
+def parse_worker_message(untrusted_header: bytes, untrusted_body: bytes) -> WorkerMessage:
+    """Parse a worker's frame into a message model, or raise ProtocolError."""
+    if untrusted_body:
+        raise ProtocolError("workers may not send frame bodies")
+    try:
+        return _WORKER_ADAPTER.validate_json(untrusted_header)
+    except ValidationError as exc:
+        raise ProtocolError(f"malformed worker message: {exc.errors()[:3]}") from exc
+
+
+def parse_supervisor_message(header: bytes) -> SupervisorMessage:
+    """Parse a supervisor's frame header (the worker side)."""
+    try:
+        return _SUPERVISOR_ADAPTER.validate_json(header)
+    except ValidationError as exc:
+        raise ProtocolError(f"malformed supervisor message: {exc.errors()[:3]}") from exc

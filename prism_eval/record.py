@@ -1,0 +1,227 @@
+"""Supervisor: the score record's models, its canonical bytes and the statement that is signed.
+
+What is signed is an in-toto Statement v1 wrapping the record (subject = the bundle digest,
+predicate = the record), canonicalized with RFC 8785 (JCS) and signed under DSSE's PAE. The
+statement is a pure function of the record, so a record can be re-encoded as a standard DSSE
+envelope without the private key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Literal
+
+import rfc8785
+from pydantic import BaseModel, ConfigDict, Field
+
+from prism_eval.bundle import BundleFile
+from prism_eval.errors import Status
+from prism_eval.scoring import CurvePoint
+from prism_eval.signing import Signature
+
+RECORD_SCHEMA = "prism-eval.record/v1"
+PAYLOAD_TYPE = "application/vnd.in-toto+json"
+STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
+PREDICATE_TYPE = "https://prism-eval.dev/record/v1"
+
+StageStatus = Literal["passed", "rejected", "failed", "error", "skipped"]
+LayerState = Literal["active", "unavailable", "not_requested"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Reason(_Model):
+    """Why the run ended as it did; for `scored`, rule_id is None."""
+
+    rule_id: str | None = Field(description="Stable id of the rule that decided the status.")
+    message: str = Field(description="What happened, for a person.")
+    hint: str | None = Field(None, description="How to fix it, when the fix is known.")
+
+
+class Subject(_Model):
+    """The bundle evaluated."""
+
+    bundle_sha256: str | None = Field(description="sha256 over the sorted (path, sha256) list.")
+    files: list[BundleFile] = Field(description="Every file that was evaluated.")
+    source: str = Field(description="The bundle's file name as given (informational).")
+
+
+class DataRef(_Model):
+    """A locked data split, pinned by its manifest (never its content, for held-out data)."""
+
+    manifest_sha256: str = Field(description="sha256 of MANIFEST.json's bytes.")
+    digest: str = Field(description="The manifest's own digest over its shard list.")
+    split: str
+    shard_bytes: int = Field(description="Bytes of the split's shards on disk.")
+    documents: int
+
+
+class TokenizerRef(_Model):
+    """The reference tokenizer the stream was built with."""
+
+    name: str
+    vocab_size: int
+    bos_id: int
+    fingerprint: str = Field(description="sha256 of the tokenizer file, or builtin:<name>.")
+
+
+class Inputs(_Model):
+    """Everything besides the bundle that decides the score."""
+
+    data: DataRef | None
+    heldout: DataRef | None
+    tokenizer: TokenizerRef | None
+    seed: int
+    config: dict[str, Any] = Field(description="The resolved configuration.")
+    config_sha256: str
+
+
+class Evaluator(_Model):
+    """Which evaluator produced the record."""
+
+    version: str
+    source_commit: str | None = None
+    image_digest: str | None = None
+
+
+class Environment(_Model):
+    """Where the record was produced (informational; not part of the reproducible core)."""
+
+    python: str
+    platform: str
+    cpu: str
+    cpu_count: int
+    torch: str | None = Field(description="torch version as the worker reported it.")
+    cuda: str | None = None
+    device: str | None = None
+    determinism: dict[str, str] = Field(default_factory=dict)
+
+
+class IsolationLayer(_Model):
+    """One sandbox layer and whether it held for this run (DESIGN §3)."""
+
+    name: str
+    state: LayerState
+    detail: str = ""
+
+
+class StageResult(_Model):
+    """One pipeline stage's outcome."""
+
+    name: str
+    status: StageStatus
+    rule_id: str | None = None
+    message: str | None = None
+    evidence: list[str] = Field(default_factory=list)
+    seconds: float
+
+
+class RunFigures(_Model):
+    """The scored run's geometry and counts, all counted by the supervisor."""
+
+    batch_size: int
+    seq_len: int
+    batches: int
+    tokens: int
+    bytes: int
+    documents: int = Field(description="Documents the scored stream started.")
+    empty_documents: int = Field(description="Empty documents skipped (and counted).")
+    stopped_by: Literal["budget", "data_exhausted"]
+    model_params: int | None
+    float_buffer_elements: int | None
+    wall_seconds: float
+
+
+class StreamSummary(_Model):
+    """The per-batch figures, fingerprinted, with totals and a thinned curve."""
+
+    sha256: str = Field(description="sha256 of RFC 8785 JSON of [[nats, tokens, bytes], ...].")
+    batches: int
+    nats: float = Field(description="Exactly rounded sum of the batches' nats.")
+    tokens: int
+    bytes: int
+    curve: list[CurvePoint]
+
+
+class Score(_Model):
+    """The score, recomputable from `stream` alone (see scoring.py)."""
+
+    bpb: float
+    final_score: float
+    heldout_delta: float | None = None
+    gap: float | None = None
+    multipliers: dict[str, float] = Field(default_factory=dict)
+    scoring_version: str
+
+
+class Artifacts(_Model):
+    """The scored model's weights as the supervisor read them back."""
+
+    final_weights_sha256: str
+    final_weights_bytes: int
+    tensors: int
+    elements: int
+
+
+class Signer(_Model):
+    """Who signed: a supplied key, or an ephemeral one (then only integrity is shown)."""
+
+    mode: Literal["key", "ephemeral"]
+    keyid: str
+    public_key: str = Field(description="Raw Ed25519 public key, standard base64.")
+
+
+class Record(_Model):
+    """The score record (DESIGN §8). Exported as JSON Schema by `prism-eval schema`."""
+
+    schema_: Literal["prism-eval.record/v1"] = Field(RECORD_SCHEMA, alias="schema")
+    status: Status
+    reason: Reason
+    subject: Subject
+    inputs: Inputs | None
+    evaluator: Evaluator
+    environment: Environment
+    isolation: list[IsolationLayer]
+    stages: list[StageResult]
+    run: RunFigures | None
+    stream: StreamSummary | None
+    score: Score | None
+    artifacts: Artifacts | None
+    signer: Signer
+    started_at: str
+    finished_at: str
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+
+class SignedRecord(_Model):
+    """What `run` prints: the record and DSSE signatures over its statement."""
+
+    payloadType: Literal["application/vnd.in-toto+json"] = PAYLOAD_TYPE  # noqa: N815
+    record: Record
+    signatures: list[Signature] = Field(min_length=1)
+
+
+def record_to_json(record: Record) -> dict[str, Any]:
+    """The record as plain JSON data (field aliases applied)."""
+    return record.model_dump(mode="json", by_alias=True)
+
+
+def statement_for(record_json: dict[str, Any]) -> dict[str, Any]:
+    """The in-toto Statement v1 that wraps a record (built from the record alone)."""
+    subject = record_json.get("subject") or {}
+    digest = subject.get("bundle_sha256") or hashlib.sha256(b"").hexdigest()
+    name = "prism-bundle" if subject.get("bundle_sha256") else "prism-bundle-unread"
+    return {
+        "_type": STATEMENT_TYPE,
+        "subject": [{"name": name, "digest": {"sha256": digest}}],
+        "predicateType": PREDICATE_TYPE,
+        "predicate": record_json,
+    }
+
+
+def statement_bytes(record_json: dict[str, Any]) -> bytes:
+    """RFC 8785 canonical bytes of the statement for a record: the DSSE payload."""
+    return bytes(rfc8785.dumps(statement_for(record_json)))

@@ -1,0 +1,1 @@
+"""Supervisor: launching workers, the isolation layers around them, and the watchdog."""

@@ -1,0 +1,214 @@
+"""Supervisor: the train stage — the forced-init re-execution over the supervisor's stream.
+
+The miner's `train(ctx)` runs in a fresh worker. Its first `iter_train_batches` call asks
+for a geometry, which is checked here; then batches go out at most `prefetch_batches` ahead
+of the losses coming back. Each loss is matched to the batch it claims to score (index and
+token count must be what was sent); the bytes are the supervisor's own. The byte budget
+ends the stream; the wall clock and an idle limit only ever fail a run.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prism_eval.data import Document
+from prism_eval.errors import Failed, PrismError, Rejected
+from prism_eval.protocol import (
+    MAX_BODY_BYTES,
+    Batch,
+    BatchLoss,
+    Failure,
+    JobSpec,
+    NonFiniteLoss,
+    ProtocolError,
+    Ready,
+    StreamAccepted,
+    StreamEnd,
+    StreamOpen,
+    StreamRefused,
+    TrainDone,
+    WorkerMessage,
+)
+from prism_eval.sandbox.launch import WorkerProcess, WorkerTimeout
+from prism_eval.sandbox.session import deadline_left, failure_error, lost_worker_error, start_job
+from prism_eval.scoring import BatchFigures
+from prism_eval.stream import BatchProducer, PackedBatch, StreamTally, pack_batches
+from prism_eval.tokenizers import Tokenizer
+
+TRAIN_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
+    "import": (Failed, "train.import_failed", "importing the bundle's scripts raised"),
+    "build_model": (Failed, "train.build_failed", "build_model(ctx) raised"),
+    "not_a_module": (Failed, "train.not_a_module", "build_model(ctx) must return an nn.Module"),
+    "probe_forward": (Failed, "train.protocol", "unexpected probe failure in the train worker"),
+    "train": (Failed, "train.exception", "train(ctx) raised"),
+    "capture": (Rejected, "train.bad_logits", "the scored model's output cannot be scored"),
+    "save": (Failed, "train.save_failed", "saving the scored model's state_dict raised"),
+}
+
+Progress = Callable[[int, float, float], None]  # (bytes scored, nats so far, seconds)
+
+
+@dataclass
+class TrainOutcome:
+    """The scored stream as the supervisor counted it."""
+
+    ready: Ready
+    batch_size: int = 0
+    seq_len: int = 0
+    figures: list[BatchFigures] = field(default_factory=list)
+    tally: StreamTally = field(default_factory=StreamTally)
+    wall_seconds: float = 0.0
+
+
+def check_geometry(request: StreamOpen, spec: JobSpec) -> None:
+    """Refuse a stream request outside the config's bounds or with another tokenizer."""
+    if request.tokenizer != spec.tokenizer:
+        raise Rejected(
+            "train.undeclared_tokenizer",
+            f"train(ctx) asked for tokenizer {request.tokenizer!r}, but the bundle declares "
+            f"{spec.tokenizer!r}",
+            hint=f"declare it in prism.yaml (`tokenizer: ...`) and pass "
+            f"ctx.reference_tokenizer(name) or nothing to iter_train_batches",
+        )
+    if not 2 <= request.seq_len <= spec.max_seq_len:
+        raise Rejected(
+            "train.bad_seq_len",
+            f"seq_len {request.seq_len} is outside 2..{spec.max_seq_len} (ctx.max_seq_len)",
+        )
+    if not 1 <= request.batch_size <= spec.max_batch_size:
+        raise Rejected(
+            "train.bad_batch_size",
+            f"batch_size {request.batch_size} is outside 1..{spec.max_batch_size}",
+        )
+    if request.batch_size * request.seq_len * 4 > MAX_BODY_BYTES:
+        raise Rejected("train.batch_too_large", "batch_size × seq_len is too large to send")
+
+
+class _StreamDriver:
+    """Sends batches ahead of the worker and matches each loss to its batch."""
+
+    def __init__(self, worker: WorkerProcess, producer: BatchProducer, prefetch: int) -> None:
+        self.worker = worker
+        self.producer = producer
+        self.prefetch = prefetch
+        self.outstanding: collections.deque[PackedBatch] = collections.deque()
+        self.ended = False
+
+    def fill(self, tally: StreamTally) -> None:
+        """Keep up to `prefetch` batches in flight; send StreamEnd once the stream is done."""
+        while not self.ended and len(self.outstanding) < self.prefetch:
+            batch = self.producer.next_batch()
+            if batch is None:
+                self.worker.send(StreamEnd(reason=tally.stopped_by or "data_exhausted"))
+                self.ended = True
+                return
+            rows, cols = batch.rows.shape
+            self.worker.send(Batch(index=batch.index, rows=rows, cols=cols), batch.rows.tobytes())
+            self.outstanding.append(batch)
+
+    def accept(self, loss: BatchLoss) -> BatchFigures:
+        """Match a loss to the oldest batch in flight; refuse anything else."""
+        if not self.outstanding:
+            raise ProtocolError(f"a loss for batch {loss.index}, which was not sent")
+        batch = self.outstanding.popleft()
+        if loss.index != batch.index or loss.tokens != batch.predicted_tokens:
+            raise ProtocolError(
+                f"loss for batch {loss.index} with {loss.tokens} tokens; expected batch "
+                f"{batch.index} with {batch.predicted_tokens} tokens"
+            )
+        return BatchFigures(nats=loss.nats, tokens=batch.predicted_tokens, bytes=batch.bytes)
+
+
+def _await(worker: WorkerProcess, deadline: float, idle_s: float) -> WorkerMessage:
+    message = worker.receive(min(idle_s, deadline_left(deadline)))
+    if isinstance(message, Failure):
+        raise failure_error(message, TRAIN_FAILURES)
+    if isinstance(message, NonFiniteLoss):
+        raise Failed(
+            "train.nonfinite_loss",
+            f"the model's loss on batch {message.index} was NaN or infinite before training on it",
+        )
+    return message
+
+
+def run_training(
+    spec: JobSpec,
+    scratch_dir: Path,
+    *,
+    threads: int,
+    timeout_s: float,
+    idle_timeout_s: float,
+    prefetch: int,
+    documents: Iterable[Document],
+    tokenizer: Tokenizer,
+    progress: Progress,
+) -> TrainOutcome:
+    """Run the train worker over the scored stream; raise Rejected/Failed on any breach."""
+    started = time.monotonic()
+    deadline = started + timeout_s
+    worker, ready = start_job(spec, scratch_dir, threads)
+    outcome = TrainOutcome(ready=ready)
+    producer: BatchProducer | None = None
+    try:
+        message = _await(worker, deadline, idle_timeout_s)
+        if isinstance(message, TrainDone):
+            raise Failed(
+                "train.no_batches",
+                "train(ctx) returned without iterating ctx.iter_train_batches: nothing was scored",
+                hint="iterate `for batch in ctx.iter_train_batches(model, ...)` to the end",
+            )
+        if not isinstance(message, StreamOpen):
+            raise ProtocolError(f"expected stream_open, got {message.type}")
+        try:
+            check_geometry(message, spec)
+        except Rejected as refusal:
+            worker.send(StreamRefused(rule_id=refusal.rule_id, message=refusal.message))
+            raise
+        outcome.batch_size, outcome.seq_len = message.batch_size, message.seq_len
+        worker.send(StreamAccepted(batch_size=message.batch_size, seq_len=message.seq_len))
+        batches = pack_batches(
+            documents,
+            tokenizer,
+            batch_size=message.batch_size,
+            seq_len=message.seq_len,
+            byte_budget=spec.byte_budget,
+            tally=outcome.tally,
+        )
+        producer = BatchProducer(batches)
+        driver = _StreamDriver(worker, producer, prefetch)
+        scored_bytes, running_nats = 0, 0.0
+        while True:
+            driver.fill(outcome.tally)
+            message = _await(worker, deadline, idle_timeout_s)
+            if isinstance(message, TrainDone):
+                break
+            if not isinstance(message, BatchLoss):
+                raise ProtocolError(f"unexpected {message.type} during the stream")
+            figures = driver.accept(message)
+            outcome.figures.append(figures)
+            scored_bytes += figures.bytes
+            running_nats += figures.nats
+            progress(scored_bytes, running_nats, time.monotonic() - started)
+        if not driver.ended or driver.outstanding:
+            raise Failed(
+                "train.stream_incomplete",
+                f"train(ctx) stopped after {len(outcome.figures)} batches "
+                f"({scored_bytes:,} of the {spec.byte_budget:,}-byte budget)",
+                hint="iterate ctx.iter_train_batches until it ends: the byte budget is the "
+                "run's length",
+            )
+    except (WorkerTimeout, ProtocolError) as exc:
+        raise lost_worker_error("train", worker, exc) from exc
+    except PrismError:
+        worker.kill()
+        raise
+    finally:
+        if producer is not None:
+            producer.close()
+    worker.close()
+    outcome.wall_seconds = time.monotonic() - started
+    return outcome

@@ -1,0 +1,132 @@
+"""Supervisor: verify a signed record — schema, signature, and that its figures agree.
+
+Checks run in this order and the first failure raises `VerificationFailed` with a message
+that says which field disagrees and both values. The signature is checked over the statement
+rebuilt from the record exactly as received (RFC 8785 is deterministic), before the record's
+content is trusted for anything else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+from pydantic import ValidationError
+
+from prism_eval.errors import VerificationFailed
+from prism_eval.record import PAYLOAD_TYPE, Record, SignedRecord, record_to_json, statement_bytes
+from prism_eval.scoring import BatchFigures, bits_per_byte, final_score, stream_sha256, total_nats
+from prism_eval.signing import load_public_key, public_key_from_raw_b64, verify_signature
+
+MAX_RECORD_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Verified:
+    """A record that verified, and whether its signer was pinned by a given public key."""
+
+    record: Record
+    pinned: bool
+
+
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    keys = [key for key, _ in pairs]
+    if len(keys) != len(set(keys)):
+        raise VerificationFailed("verify.malformed", "the record repeats a JSON key")
+    return dict(pairs)
+
+
+def _reject_constant(name: str) -> Any:
+    raise VerificationFailed("verify.malformed", f"the record contains {name}, which JSON forbids")
+
+
+def parse_strict_json(raw: bytes) -> Any:
+    """JSON without duplicate keys or NaN/Infinity."""
+    try:
+        return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise VerificationFailed("verify.malformed", f"not JSON: {exc}") from exc
+
+
+def _mismatch(field: str, recorded: object, recomputed: object) -> VerificationFailed:
+    return VerificationFailed(
+        "verify.inconsistent",
+        f"{field} is {recorded!r} in the record but recomputes to {recomputed!r}",
+    )
+
+
+def check_consistency(record: Record) -> None:
+    """Recompute what the record derives: score from stream totals, counts, config digest."""
+    if record.inputs is not None:
+        digest = hashlib.sha256(rfc8785.dumps(record.inputs.config)).hexdigest()
+        if digest != record.inputs.config_sha256:
+            raise _mismatch("inputs.config_sha256", record.inputs.config_sha256, digest)
+    ended = [s for s in record.stages if s.status not in ("passed", "skipped")]
+    if record.status == "scored":
+        if ended or record.reason.rule_id is not None:
+            raise VerificationFailed("verify.inconsistent", "a scored record has a failed stage")
+        if record.score is None or record.stream is None or record.run is None:
+            raise VerificationFailed("verify.inconsistent", "a scored record lacks its figures")
+        stream, score, run = record.stream, record.score, record.run
+        bpb = bits_per_byte(stream.nats, stream.bytes)
+        if bpb != score.bpb:
+            raise _mismatch("score.bpb", score.bpb, bpb)
+        if final_score(bpb) != score.final_score:
+            raise _mismatch("score.final_score", score.final_score, final_score(bpb))
+        for name in ("batches", "tokens", "bytes"):
+            if getattr(run, name) != getattr(stream, name):
+                raise _mismatch(f"run.{name}", getattr(run, name), getattr(stream, name))
+        last = stream.curve[-1] if stream.curve else None
+        if last is None or last.bytes != stream.bytes or last.bpb != bpb:
+            raise _mismatch("stream.curve[-1]", last, (stream.bytes, bpb))
+    else:
+        if record.score is not None:
+            raise VerificationFailed("verify.inconsistent", f"a {record.status} record has a score")
+        if not ended or ended[0].status != record.status or ended[0].rule_id != record.reason.rule_id:
+            raise VerificationFailed(
+                "verify.inconsistent", "the record's status and reason disagree with its stages"
+            )
+
+
+def check_stream_file(record: Record, stream_path: Path) -> None:
+    """Recompute the stream digest and totals from a `stream.json` written by `run --out`."""
+    data = parse_strict_json(stream_path.read_bytes())
+    try:
+        figures = [BatchFigures(nats=n, tokens=t, bytes=b) for n, t, b in data["batches"]]
+    except (KeyError, TypeError, ValueError, ValidationError) as exc:
+        raise VerificationFailed("verify.bad_stream", f"{stream_path} is malformed: {exc}") from exc
+    if record.stream is None:
+        raise VerificationFailed("verify.bad_stream", "the record has no stream to compare with")
+    if stream_sha256(figures) != record.stream.sha256:
+        raise _mismatch("stream.sha256", record.stream.sha256, stream_sha256(figures))
+    if total_nats(figures) != record.stream.nats:
+        raise _mismatch("stream.nats", record.stream.nats, total_nats(figures))
+
+
+def verify_record(raw: bytes, pubkey_path: Path | None, stream_path: Path | None = None) -> Verified:
+    """Verify a printed record document; raise VerificationFailed on the first problem."""
+    if len(raw) > MAX_RECORD_BYTES:
+        raise VerificationFailed("verify.malformed", "the record is larger than any record")
+    data = parse_strict_json(raw)
+    try:
+        signed = SignedRecord.model_validate(data)
+    except ValidationError as exc:
+        raise VerificationFailed(
+            "verify.schema", f"not a prism-eval record: {exc.errors()[:3]}"
+        ) from exc
+    if record_to_json(signed.record) != data["record"]:
+        raise VerificationFailed("verify.schema", "the record holds values outside its schema")
+    signer = signed.record.signer
+    key = load_public_key(pubkey_path) if pubkey_path else public_key_from_raw_b64(signer.public_key)
+    matching = [s for s in signed.signatures if s.keyid == signer.keyid]
+    if not matching:
+        raise VerificationFailed("verify.wrong_key", "no signature by the record's signer")
+    verify_signature(PAYLOAD_TYPE, statement_bytes(data["record"]), matching[0], key)
+    check_consistency(signed.record)
+    if stream_path is not None:
+        check_stream_file(signed.record, stream_path)
+    return Verified(signed.record, pinned=pubkey_path is not None)
