@@ -10,7 +10,7 @@ import base64
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
@@ -41,13 +41,13 @@ class SigningIdentity:
     """The key that signs, and whether it was supplied or made for this run."""
 
     key: Ed25519PrivateKey
-    mode: str  # "key" or "ephemeral"
+    mode: Literal["key", "ephemeral"]
 
     def signer(self) -> Signer:
         """The record's description of this key."""
         public = self.key.public_key()
         return Signer(
-            mode=self.mode,  # type: ignore[arg-type]
+            mode=self.mode,
             keyid=key_id(public),
             public_key=base64.b64encode(public_key_raw(public)).decode("ascii"),
         )

@@ -113,7 +113,12 @@ def run(
     config, config_error = load_request_config(
         profile,
         config_file,
-        {"byte_budget": byte_budget, "seed": seed, "train_timeout_s": timeout_s, "threads": threads},
+        {
+            "byte_budget": byte_budget,
+            "seed": seed,
+            "train_timeout_s": timeout_s,
+            "threads": threads,
+        },
     )
     request = RunRequest(
         bundle=bundle,

@@ -58,7 +58,7 @@ class EvalConfig(BaseModel):
     )
     prefetch_batches: int = Field(4, ge=1, le=64, description="Batches sent ahead of the worker.")
     curve_points: int = Field(256, ge=2, le=4096, description="Points kept in the record's curve.")
-    intake: IntakeLimits = Field(default_factory=IntakeLimits)  # type: ignore[arg-type]
+    intake: IntakeLimits = Field(default_factory=IntakeLimits)
 
     def sha256(self) -> str:
         """Digest of the canonical (RFC 8785) JSON of this config."""

@@ -36,7 +36,8 @@ TEXT_SUFFIXES = (".txt", ".md", ".rst")
 PARQUET_BATCH_ROWS = 1024
 MAX_MANIFEST_BYTES = 64 * 2**20
 LOCK_HINT = (
-    "lock the directory with `prism_eval.data.lock_data_dir` or build it with `prepare_data`"
+    "lock the directory with `prism-eval data lock DIR` or build one with "
+    "`prism-eval data prepare SRC... --out DIR`"
 )
 _SHARD_PATH = re.compile(r"^[A-Za-z0-9._\-/]+$")
 

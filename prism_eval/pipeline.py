@@ -16,13 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from prism_eval import __version__
+from prism_eval.attest import resolve_signing_key, sign_record, write_outputs
 from prism_eval.bundle import Bundle, Contract, check_contract, load_bundle
 from prism_eval.config import EvalConfig, load_config
 from prism_eval.data import DataManifest, iter_documents, manifest_sha256, verify_data_dir
-from prism_eval.attest import resolve_signing_key, sign_record, write_outputs
 from prism_eval.environment import describe_environment, evaluator_identity, isolation_layers
 from prism_eval.errors import EvaluatorError, Failed, PrismError, Rejected, Status
 from prism_eval.lint import lint_bundle, raise_on_findings
@@ -130,8 +130,6 @@ class Evaluation:
         if self.request.config_error is not None:
             raise self.request.config_error
         self.manifest = verify_data_dir(self.request.data_dir, ["train"])
-        if "train" not in self.manifest.splits:
-            raise EvaluatorError("inputs.no_train_split", "the data manifest has no train split")
         self.data = _data_ref(self.request.data_dir, self.manifest, "train")
         if self.request.heldout_dir is not None:
             heldout_manifest = verify_data_dir(self.request.heldout_dir, [HELDOUT_SPLIT])
@@ -240,14 +238,14 @@ class Evaluation:
         path.mkdir(mode=0o700, exist_ok=True)
         return path
 
-    def _job_spec(self, job: str) -> JobSpec:
+    def _job_spec(self, job: Literal["probe", "train"]) -> JobSpec:
         assert self.bundle is not None and self.contract is not None
         assert self.tokenizer is not None
         config = self.config
         readable = config.data_access == "readable"
         artifacts = self._artifacts_dir()
         return JobSpec(
-            job=job,  # type: ignore[arg-type]
+            job=job,
             bundle_dir=str(self.bundle.root),
             architecture_file=self.contract.architecture_path,
             training_file=self.contract.training_path,

@@ -9,7 +9,7 @@ envelope without the private key.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field
@@ -19,8 +19,8 @@ from prism_eval.errors import Status
 from prism_eval.scoring import CurvePoint
 from prism_eval.signing import Signature
 
-RECORD_SCHEMA = "prism-eval.record/v1"
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
+RECORD_SCHEMA: Final = "prism-eval.record/v1"
+PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 PREDICATE_TYPE = "https://prism-eval.dev/record/v1"
 
@@ -199,7 +199,7 @@ class Record(_Model):
 class SignedRecord(_Model):
     """What `run` prints: the record and DSSE signatures over its statement."""
 
-    payloadType: Literal["application/vnd.in-toto+json"] = PAYLOAD_TYPE  # noqa: N815
+    payloadType: Literal["application/vnd.in-toto+json"] = PAYLOAD_TYPE
     record: Record
     signatures: list[Signature] = Field(min_length=1)
 

@@ -71,8 +71,8 @@ def check_geometry(request: StreamOpen, spec: JobSpec) -> None:
             "train.undeclared_tokenizer",
             f"train(ctx) asked for tokenizer {request.tokenizer!r}, but the bundle declares "
             f"{spec.tokenizer!r}",
-            hint=f"declare it in prism.yaml (`tokenizer: ...`) and pass "
-            f"ctx.reference_tokenizer(name) or nothing to iter_train_batches",
+            hint="declare it in prism.yaml (`tokenizer: ...`) and pass "
+            "ctx.reference_tokenizer(name) or nothing to iter_train_batches",
         )
     if not 2 <= request.seq_len <= spec.max_seq_len:
         raise Rejected(

@@ -1,4 +1,4 @@
-"""Supervisor: Ed25519 over the DSSE pre-authentication encoding; the only module that touches a key.
+"""Supervisor: Ed25519 over DSSE's pre-authentication encoding; the only module touching a key.
 
 DSSE v1 (github.com/secure-systems-lab/dsse, protocol.md): the signature covers
 `PAE(type, body) = "DSSEv1" SP LEN(type) SP type SP LEN(body) SP body`, where LEN is the
@@ -94,7 +94,9 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     try:
         key = serialization.load_pem_public_key(path.read_bytes())
     except (OSError, ValueError) as exc:
-        raise VerificationFailed("verify.bad_pubkey", f"cannot load public key {path}: {exc}")
+        raise VerificationFailed(
+            "verify.bad_pubkey", f"cannot load public key {path}: {exc}"
+        ) from exc
     if not isinstance(key, Ed25519PublicKey):
         raise VerificationFailed("verify.bad_pubkey", f"{path} is not an Ed25519 public key")
     return key

@@ -112,11 +112,12 @@ def pack_batches(
     if pending > 1 and token_chunks:
         flat_ids = np.concatenate(token_chunks)
         flat_bytes = np.concatenate(byte_chunks)
-        rows = (len(flat_ids) - 1) // (seq_len - 1)
-        if rows >= 1:
-            used = rows * (seq_len - 1) + 1
+        full_rows = (len(flat_ids) - 1) // (seq_len - 1)
+        if full_rows >= 1:
+            used = full_rows * (seq_len - 1) + 1
             batch_bytes = int(flat_bytes[1:used].sum())
-            yield PackedBatch(index, _cut_rows(flat_ids, rows, seq_len), used - 1, batch_bytes)
+            rows = _cut_rows(flat_ids, full_rows, seq_len)
+            yield PackedBatch(index, rows, used - 1, batch_bytes)
 
 
 _DONE = object()

@@ -86,7 +86,11 @@ def check_consistency(record: Record) -> None:
     else:
         if record.score is not None:
             raise VerificationFailed("verify.inconsistent", f"a {record.status} record has a score")
-        if not ended or ended[0].status != record.status or ended[0].rule_id != record.reason.rule_id:
+        if (
+            not ended
+            or ended[0].status != record.status
+            or ended[0].rule_id != record.reason.rule_id
+        ):
             raise VerificationFailed(
                 "verify.inconsistent", "the record's status and reason disagree with its stages"
             )
@@ -107,7 +111,9 @@ def check_stream_file(record: Record, stream_path: Path) -> None:
         raise _mismatch("stream.nats", record.stream.nats, total_nats(figures))
 
 
-def verify_record(raw: bytes, pubkey_path: Path | None, stream_path: Path | None = None) -> Verified:
+def verify_record(
+    raw: bytes, pubkey_path: Path | None, stream_path: Path | None = None
+) -> Verified:
     """Verify a printed record document; raise VerificationFailed on the first problem."""
     if len(raw) > MAX_RECORD_BYTES:
         raise VerificationFailed("verify.malformed", "the record is larger than any record")
@@ -121,7 +127,9 @@ def verify_record(raw: bytes, pubkey_path: Path | None, stream_path: Path | None
     if record_to_json(signed.record) != data["record"]:
         raise VerificationFailed("verify.schema", "the record holds values outside its schema")
     signer = signed.record.signer
-    key = load_public_key(pubkey_path) if pubkey_path else public_key_from_raw_b64(signer.public_key)
+    key = (
+        load_public_key(pubkey_path) if pubkey_path else public_key_from_raw_b64(signer.public_key)
+    )
     matching = [s for s in signed.signatures if s.keyid == signer.keyid]
     if not matching:
         raise VerificationFailed("verify.wrong_key", "no signature by the record's signer")

@@ -8,6 +8,7 @@ and stdout/stderr on a pipe that is forwarded to our stderr with a cap, never to
 from __future__ import annotations
 
 import collections
+import contextlib
 import os
 import select
 import signal
@@ -32,7 +33,12 @@ from prism_eval.protocol import (
 )
 
 # Variables a worker may inherit; everything else (keys, tokens, paths) stays behind.
-PASSTHROUGH_ENV = ("CUDA_VISIBLE_DEVICES", "OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "LD_LIBRARY_PATH")
+PASSTHROUGH_ENV = (
+    "CUDA_VISIBLE_DEVICES",
+    "OPENBLAS_CORETYPE",
+    "OPENBLAS_L2_SIZE",
+    "LD_LIBRARY_PATH",
+)
 FORWARD_OUTPUT_CAP_BYTES = 256 * 1024
 OUTPUT_TAIL_LINES = 40
 
@@ -143,10 +149,8 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """Kill the worker's whole process group and reap it."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self._process.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self._process.wait()
         self._sock.close()
         self._forwarder.join(timeout=2)

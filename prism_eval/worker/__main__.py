@@ -34,9 +34,7 @@ def main() -> int:
         Ready(
             torch_version=torch.__version__,
             cuda_version=torch.version.cuda,
-            device_name=(
-                torch.cuda.get_device_name(0) if spec.device == "cuda" else "cpu"
-            ),
+            device_name=(torch.cuda.get_device_name(0) if spec.device == "cuda" else "cpu"),
             determinism=flags,
         )
     )

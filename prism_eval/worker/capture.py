@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F  # noqa: N812
+import torch.nn.functional as F
 
 from prism_eval.protocol import (
     Batch,
@@ -115,7 +115,9 @@ class ScoredStream:
                 "ctx.iter_train_batches may be called only once: the scored stream is one pass"
             )
         if not isinstance(model, torch.nn.Module):
-            raise TypeError("ctx.iter_train_batches(model, ...) needs the torch.nn.Module you train")
+            raise TypeError(
+                "ctx.iter_train_batches(model, ...) needs the torch.nn.Module you train"
+            )
         self._channel.send(StreamOpen(batch_size=batch_size, seq_len=seq_len, tokenizer=tokenizer))
         reply, _ = self._channel.receive()
         if isinstance(reply, StreamRefused):
@@ -138,8 +140,12 @@ class ScoredStream:
                 nats = batch_nats(model, rows, self._vocab_size)
             except CaptureError as exc:
                 self._channel.send(
-                    Failure(where="capture", exc_type="CaptureError", message=str(exc)[:4096],
-                            traceback="")
+                    Failure(
+                        where="capture",
+                        exc_type="CaptureError",
+                        message=str(exc)[:4096],
+                        traceback="",
+                    )
                 )
                 raise
             if not math.isfinite(nats):

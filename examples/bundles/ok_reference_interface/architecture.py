@@ -1,7 +1,6 @@
 """Written against the reference challenge's interface, unchanged."""
 
 import torch.nn as nn
-
 from prism_challenge.evaluator.interface import PrismContext
 
 

@@ -1,7 +1,6 @@
 import torch
 import torch.nn.functional as F
 from architecture import build_model
-
 from prism_challenge.evaluator.interface import PrismContext
 
 
