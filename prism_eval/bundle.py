@@ -12,10 +12,8 @@ import codecs
 import difflib
 import functools
 import hashlib
-import importlib.metadata
 import keyword
 import os
-import pkgutil
 import re
 import stat
 import sys
@@ -374,12 +372,14 @@ class _ManifestLoader(yaml.SafeLoader):
 
     def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
         node = super().compose_mapping_node(anchor)
-        keys = [k.value for k, _ in node.value if isinstance(k, yaml.ScalarNode)]
-        for index, (key, _) in enumerate(node.value):
-            if isinstance(key, yaml.ScalarNode) and key.value in keys[:index]:
-                raise yaml.MarkedYAMLError(
-                    problem=f"duplicate key {key.value[:80]!r}", problem_mark=key.start_mark
-                )
+        seen: set[str] = set()
+        for key, _ in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                if key.value in seen:
+                    raise yaml.MarkedYAMLError(
+                        problem=f"duplicate key {key.value[:80]!r}", problem_mark=key.start_mark
+                    )
+                seen.add(key.value)
         return node
 
 
@@ -401,7 +401,7 @@ def _read_manifest(bundle: Bundle) -> BundleManifest:
     except yaml.MarkedYAMLError as exc:
         line = exc.problem_mark.line + 1 if exc.problem_mark else 0
         raise Rejected(
-            "contract.bad_yaml", f"prism.yaml:{line}: {exc.problem}", evidence=[str(exc)]
+            "contract.bad_yaml", f"prism.yaml:{line}: {exc.problem}", evidence=[str(exc)[:500]]
         ) from exc
     except (yaml.YAMLError, RecursionError) as exc:
         raise Rejected("contract.bad_yaml", f"prism.yaml: {str(exc)[:300]}") from exc
@@ -523,15 +523,22 @@ def _check_symbol(tree: ast.Module, path: str, symbol: str) -> None:
         )
 
 
+# A fixed list, not a scan of what happens to be installed: every validator must reach the
+# same verdict on the same bundle. Standard library plus the ML stack a bundle may import.
+_LIBRARY_NAMES = frozenset({
+    "torch", "torchvision", "torchaudio", "triton", "numpy", "scipy", "einops", "safetensors",
+    "tiktoken", "sentencepiece", "tokenizers", "transformers", "datasets", "accelerate",
+    "jax", "flax", "pandas", "pyarrow", "pydantic", "yaml", "click", "orjson", "rfc8785",
+    "cryptography", "pynvml", "setuptools", "pkg_resources", "pip", "typing_extensions",
+    "sympy", "networkx", "jinja2", "filelock", "fsspec", "mpmath",
+})  # fmt: skip
+
+
 @functools.cache
 def _importable_names() -> frozenset[str]:
-    """Top-level module names a bundle file must not reuse: stdlib, built-in, installed."""
+    """Top-level module names a bundle file must not reuse: stdlib, built-in, ML stack."""
     names = {*sys.stdlib_module_names, *sys.builtin_module_names, *_RESERVED_NAMES}
-    names.update(n for n in importlib.metadata.packages_distributions() if n.isidentifier())
-    cwd = os.path.realpath(os.getcwd())
-    roots = [p for p in sys.path if p and os.path.isdir(p) and os.path.realpath(p) != cwd]
-    names.update(m.name for m in pkgutil.iter_modules(roots))
-    return frozenset(names - _ALLOWED_SHADOW)
+    return frozenset((names | _LIBRARY_NAMES) - _ALLOWED_SHADOW)
 
 
 def _check_shadowing(present: Iterable[str]) -> None:

@@ -96,7 +96,7 @@ def run_probe(spec: JobSpec, scratch_dir: Path, threads: int, timeout_s: float) 
         raise lost_worker_error("probe", worker, exc) from exc
     if isinstance(message, Failure):
         worker.kill()
-        raise failure_error(message, PROBE_FAILURES)
+        raise failure_error(message, PROBE_FAILURES, spec.bundle_dir)
     if not isinstance(message, ProbeReport):
         worker.kill()
         raise Failed("probe.protocol", f"expected a probe report, got {message.type}")

@@ -123,10 +123,10 @@ class _StreamDriver:
         return BatchFigures(nats=loss.nats, tokens=batch.predicted_tokens, bytes=batch.bytes)
 
 
-def _await(worker: WorkerProcess, deadline: float, idle_s: float) -> WorkerMessage:
+def _await(worker: WorkerProcess, spec: JobSpec, deadline: float, idle_s: float) -> WorkerMessage:
     message = worker.receive(min(idle_s, deadline_left(deadline)))
     if isinstance(message, Failure):
-        raise failure_error(message, TRAIN_FAILURES)
+        raise failure_error(message, TRAIN_FAILURES, spec.bundle_dir)
     if isinstance(message, NonFiniteLoss):
         raise Failed(
             "train.nonfinite_loss",
@@ -154,7 +154,7 @@ def run_training(
     outcome = TrainOutcome(ready=ready)
     producer: BatchProducer | None = None
     try:
-        message = _await(worker, deadline, idle_timeout_s)
+        message = _await(worker, spec, deadline, idle_timeout_s)
         if isinstance(message, TrainDone):
             raise Failed(
                 "train.no_batches",
@@ -183,7 +183,7 @@ def run_training(
         scored_bytes, running_nats = 0, 0.0
         while True:
             driver.fill(outcome.tally)
-            message = _await(worker, deadline, idle_timeout_s)
+            message = _await(worker, spec, deadline, idle_timeout_s)
             if isinstance(message, TrainDone):
                 break
             if not isinstance(message, BatchLoss):

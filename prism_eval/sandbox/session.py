@@ -6,6 +6,7 @@ reports *where* miner code raised; the rule id and status are chosen here.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -50,13 +51,34 @@ def start_job(
     return worker, message
 
 
+_FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<name>.+)$')
+
+
+def bundle_frames(untrusted_traceback: str, bundle_dir: str) -> list[str]:
+    """The traceback frames inside the bundle, as `file:line in function: code` lines.
+
+    The worker's own frames are left out: a miner needs to see where their code broke.
+    """
+    lines = untrusted_traceback.splitlines()
+    frames: list[str] = []
+    prefix = bundle_dir.rstrip("/") + "/"
+    for index, line in enumerate(lines):
+        match = _FRAME.match(line)
+        if match and match["path"].startswith(prefix):
+            following = lines[index + 1].strip() if index + 1 < len(lines) else ""
+            code = "" if _FRAME.match(following) else following
+            where = f"{match['path'][len(prefix) :]}:{match['line']} in {match['name']}"
+            frames.append(f"{where}: {code}"[:300] if code else where[:300])
+    return frames[-20:]
+
+
 def failure_error(
-    failure: Failure, rules: Mapping[str, tuple[type[PrismError], str, str]]
+    failure: Failure, rules: Mapping[str, tuple[type[PrismError], str, str]], bundle_dir: str
 ) -> PrismError:
     """Map a worker's Failure to (error class, rule id, what it means) for its `where`."""
     error_class, rule_id, meaning = rules[failure.where]
     detail = f"{failure.exc_type}: {failure.message}".strip()
-    evidence = [line for line in failure.traceback.splitlines() if line.strip()][-20:]
+    evidence = bundle_frames(failure.traceback, bundle_dir)
     return error_class(rule_id, f"{meaning} — {detail}", evidence=evidence)
 
 
