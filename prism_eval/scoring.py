@@ -69,6 +69,8 @@ def stream_sha256(figures: Sequence[BatchFigures]) -> str:
 
 def learning_curve(figures: Sequence[BatchFigures], max_points: int) -> list[CurvePoint]:
     """At most `max_points` evenly spaced cumulative points, always including the last batch."""
+    if max_points < 1:
+        raise ValueError("a curve needs at least one point")
     if not figures:
         return []
     count = len(figures)

@@ -55,10 +55,11 @@ def generate_keypair(prefix: Path) -> tuple[Path, Path]:
     key = Ed25519PrivateKey.generate()
     key_path = prefix.with_name(prefix.name + ".key")
     pub_path = prefix.with_name(prefix.name + ".pub")
-    if key_path.exists():
-        raise EvaluatorError(
-            "keygen.exists", f"{key_path} exists", hint="choose another prefix or remove it"
-        )
+    for path in (key_path, pub_path):
+        if path.exists():
+            raise EvaluatorError(
+                "keygen.exists", f"{path} exists", hint="choose another prefix or remove it"
+            )
     private_pem = key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
     )

@@ -161,6 +161,7 @@ class BatchProducer:
             self._queue.put(_DONE)  # stay at the end for later calls
             return None
         if isinstance(item, BaseException):
+            self._queue.put(item)  # later calls raise it again instead of waiting forever
             raise item
         assert isinstance(item, PackedBatch)
         return item

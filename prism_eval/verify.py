@@ -44,10 +44,22 @@ def _reject_constant(name: str) -> Any:
     raise VerificationFailed("verify.malformed", f"the record contains {name}, which JSON forbids")
 
 
+def _parse_int(text: str) -> int | float:
+    # RFC 8785 numbers are IEEE doubles: an integral float past 2**53 is printed without a
+    # fraction, so it must be read back as the float it was.
+    value = int(text)
+    return value if abs(value) <= 2**53 else float(value)
+
+
 def parse_strict_json(raw: bytes) -> Any:
-    """JSON without duplicate keys or NaN/Infinity."""
+    """JSON as RFC 8785 means it: no duplicate keys, no NaN/Infinity, numbers as doubles."""
     try:
-        return json.loads(raw, object_pairs_hook=_no_duplicates, parse_constant=_reject_constant)
+        return json.loads(
+            raw,
+            object_pairs_hook=_no_duplicates,
+            parse_constant=_reject_constant,
+            parse_int=_parse_int,
+        )
     except (ValueError, UnicodeDecodeError) as exc:
         raise VerificationFailed("verify.malformed", f"not JSON: {exc}") from exc
 
@@ -133,7 +145,8 @@ def verify_record(
     matching = [s for s in signed.signatures if s.keyid == signer.keyid]
     if not matching:
         raise VerificationFailed("verify.wrong_key", "no signature by the record's signer")
-    verify_signature(PAYLOAD_TYPE, statement_bytes(data["record"]), matching[0], key)
+    payload = statement_bytes(data["record"])
+    verify_signature(PAYLOAD_TYPE, payload, matching[0], key)
     check_consistency(signed.record)
     if stream_path is not None:
         check_stream_file(signed.record, stream_path)

@@ -208,7 +208,7 @@ def test_peer_closing_between_frames_raises_channel_closed(
     sender.sendall(encode_frame(TrainDone(batches_consumed=0)))
     sender.close()
     read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
-    with pytest.raises(ChannelClosed, match="^channel closed$"):
+    with pytest.raises(ChannelClosed, match=r"^channel closed$"):
         read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
 
 

@@ -174,16 +174,23 @@ def test_learning_curve_with_few_batches_keeps_every_batch() -> None:
     assert points[1].batch_bpb == pytest.approx(1.0, rel=1e-15)
 
 
-def test_learning_curve_of_1000_batches_is_thinned_to_256_points() -> None:
-    figures = [BatchFigures(nats=float(i % 13), tokens=3, bytes=1 + i % 5) for i in range(1000)]
-    points = learning_curve(figures, 256)
-    assert 0 < len(points) <= 256
-    assert points[-1].batch == 1000
+@pytest.mark.parametrize(
+    ("count", "max_points"),
+    [(1, 1), (3, 2), (10, 3), (7, 7), (8, 7), (257, 256), (1000, 256), (1001, 256), (5, 1)],
+)
+def test_learning_curve_is_thinned_and_always_keeps_the_last_batch(
+    count: int, max_points: int
+) -> None:
+    figures = [BatchFigures(nats=float(i % 13), tokens=3, bytes=1 + i % 5) for i in range(count)]
+    points = learning_curve(figures, max_points)
+    assert 0 < len(points) <= max_points
+    assert points[-1].batch == count
+    assert points[-1].bytes == sum(f.bytes for f in figures)
 
 
 @given(
-    st.lists(FIGURES, min_size=1, max_size=600),
-    st.integers(min_value=1, max_value=300),
+    st.lists(FIGURES, min_size=1, max_size=300),
+    st.integers(min_value=1, max_value=40),
 )
 def test_learning_curve_is_bounded_and_ends_at_the_totals(
     figures: list[BatchFigures], max_points: int

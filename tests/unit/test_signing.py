@@ -134,9 +134,7 @@ def test_verifying_with_another_key_fails_with_wrong_key() -> None:
 def test_signature_relabelled_with_the_other_keyid_still_fails() -> None:
     key = Ed25519PrivateKey.generate()
     other = Ed25519PrivateKey.generate()
-    forged = sign(PAYLOAD_TYPE, b"{}", key).model_copy(
-        update={"keyid": key_id(other.public_key())}
-    )
+    forged = sign(PAYLOAD_TYPE, b"{}", key).model_copy(update={"keyid": key_id(other.public_key())})
     with pytest.raises(VerificationFailed) as info:
         verify_signature(PAYLOAD_TYPE, b"{}", forged, other.public_key())
     assert info.value.rule_id == "verify.bad_signature"

@@ -224,7 +224,9 @@ def test_budget_stops_after_the_first_batch_that_reaches_it(
     budget: int, expected_batches: int
 ) -> None:
     # byte tokenizer, 2 rows x 4 predictions: every batch of this document is exactly 8 bytes
-    batches, tally = pack(["x" * 100], load_tokenizer("byte"), batch_size=2, seq_len=5, byte_budget=budget)
+    batches, tally = pack(
+        ["x" * 100], load_tokenizer("byte"), batch_size=2, seq_len=5, byte_budget=budget
+    )
     assert len(batches) == expected_batches
     assert [b.bytes for b in batches] == [8] * expected_batches
     assert tally.stopped_by == "budget"
@@ -232,7 +234,9 @@ def test_budget_stops_after_the_first_batch_that_reaches_it(
 
 def test_budget_reached_on_the_last_full_batch_reports_budget() -> None:
     # BOS + 16 bytes = 17 tokens = exactly two batches of 8 predictions
-    batches, tally = pack(["y" * 16], load_tokenizer("byte"), batch_size=2, seq_len=5, byte_budget=16)
+    batches, tally = pack(
+        ["y" * 16], load_tokenizer("byte"), batch_size=2, seq_len=5, byte_budget=16
+    )
     assert len(batches) == 2
     assert tally.stopped_by == "budget"
 
@@ -254,7 +258,9 @@ def test_budget_stop_with_gpt2_matches_cumulative_bytes() -> None:
 
 
 def test_budget_larger_than_the_data_ends_with_data_exhausted() -> None:
-    batches, tally = pack(["z" * 40], load_tokenizer("byte"), batch_size=2, seq_len=5, byte_budget=41)
+    batches, tally = pack(
+        ["z" * 40], load_tokenizer("byte"), batch_size=2, seq_len=5, byte_budget=41
+    )
     assert tally.stopped_by == "data_exhausted"
     assert sum(b.bytes for b in batches) <= 40
 
@@ -346,7 +352,9 @@ def test_random_budget_stops_at_the_first_batch_reaching_it(
 ) -> None:
     tokenizer = load_tokenizer("gpt2")
     everything, _ = pack(texts, tokenizer, batch_size=batch_size, seq_len=seq_len)
-    batches, tally = pack(texts, tokenizer, batch_size=batch_size, seq_len=seq_len, byte_budget=budget)
+    batches, tally = pack(
+        texts, tokenizer, batch_size=batch_size, seq_len=seq_len, byte_budget=budget
+    )
     spent = [b.bytes for b in batches]
     if tally.stopped_by == "budget":
         assert sum(spent) >= budget > sum(spent[:-1])
