@@ -1,7 +1,9 @@
 # prism-eval: set-up, run, test, lint, bench.
 # `make run` and `make test` create .venv on first use and install everything they need.
 
-PYTHON ?= python3.11
+# Prefer the distribution's interpreter: it lives under /usr, readable by the unprivileged uid
+# workers drop to (an interpreter under a mode-700 home is not, and the uid drop is skipped).
+PYTHON ?= $(shell test -x /usr/bin/python3.11 && echo /usr/bin/python3.11 || echo python3.11)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

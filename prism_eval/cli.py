@@ -214,7 +214,7 @@ def data_prepare(sources: tuple[Path, ...], out_dir: Path) -> None:
     Example:
       prism-eval data prepare fineweb/*.parquet --out data/
     """
-    from prism_eval.data import prepare_data
+    from prism_eval.data_prepare import prepare_data
 
     manifest = prepare_data(list(sources), out_dir)
     _emit(manifest.model_dump(mode="json", by_alias=True))
@@ -237,7 +237,7 @@ def data_verify(data_dir: Path) -> None:
 @handles_errors
 def data_lock(data_dir: Path) -> None:
     """Write MANIFEST.json for an existing <split>/*.jsonl layout (the reference layout)."""
-    from prism_eval.data import lock_data_dir
+    from prism_eval.data_prepare import lock_data_dir
 
     manifest = lock_data_dir(data_dir)
     _emit(manifest.model_dump(mode="json", by_alias=True))

@@ -18,6 +18,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from prism_eval.errors import EvaluatorError
 
 PROFILES = ("cpu", "official")
+ISOLATION_LAYERS = (
+    "environment", "watchdog", "cgroup_memory", "cgroup_pids", "rlimits", "network_namespace",
+    "no_new_privs", "landlock", "unprivileged_user", "seccomp",
+)  # fmt: skip
+IsolationLayerName = Literal[
+    "environment", "watchdog", "cgroup_memory", "cgroup_pids", "rlimits", "network_namespace",
+    "no_new_privs", "landlock", "unprivileged_user", "seccomp",
+]  # fmt: skip
 
 
 class IntakeLimits(BaseModel):
@@ -59,6 +67,18 @@ class EvalConfig(BaseModel):
     prefetch_batches: int = Field(4, ge=1, le=64, description="Batches sent ahead of the worker.")
     curve_points: int = Field(256, ge=2, le=4096, description="Points kept in the record's curve.")
     intake: IntakeLimits = Field(default_factory=IntakeLimits)
+    memory_limit_mib: int = Field(8192, ge=256, description="Worker memory (cgroup; RLIMIT_AS).")
+    pids_limit: int = Field(512, ge=16, description="Processes and threads a worker may run.")
+    open_files_limit: int = Field(4096, ge=64, description="RLIMIT_NOFILE of a worker.")
+    artifacts_quota_mib: int = Field(2048, ge=1, description="Bytes the artifacts dir may hold.")
+    artifacts_max_files: int = Field(10000, ge=1, description="Files the artifacts dir may hold.")
+    worker_uid: int = Field(65534, ge=1, description="uid/gid workers drop to when run as root.")
+    isolation_required: list[IsolationLayerName] = Field(
+        default_factory=list, description="Layers that must be active, or the run is an error."
+    )
+    unsafe_skip_lint_for_tests: bool = Field(
+        False, description="Skip the AST lint (escape tests prove the sandbox holds without it)."
+    )
 
     def sha256(self) -> str:
         """Digest of the canonical (RFC 8785) JSON of this config."""

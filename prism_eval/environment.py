@@ -6,7 +6,8 @@ import os
 import platform
 from pathlib import Path
 
-from prism_eval.protocol import Ready
+from prism_eval.config import ISOLATION_LAYERS
+from prism_eval.protocol import LayerReport, Ready
 from prism_eval.record import Environment, Evaluator, IsolationLayer
 
 
@@ -35,34 +36,19 @@ def describe_environment(ready: Ready | None) -> Environment:
     )
 
 
-_PENDING = "not implemented in this version; the process sandbox is tracked as its own issue"
-
-
-def isolation_layers() -> list[IsolationLayer]:
-    """Each sandbox layer of DESIGN §3 and whether it holds in this version."""
-    return [
-        IsolationLayer(
-            name="environment",
-            state="active",
-            detail="allow-listed variables; HOME and TMPDIR in a private scratch dir",
-        ),
-        IsolationLayer(
-            name="watchdog",
-            state="active",
-            detail="own process group; wall-clock and idle limits kill the whole group",
-        ),
-        *(
-            IsolationLayer(name=name, state="unavailable", detail=_PENDING)
-            for name in (
-                "no_new_privs",
-                "unprivileged_user",
-                "rlimits",
-                "network_namespace",
-                "landlock",
-                "seccomp",
+def isolation_record(layers: list[LayerReport]) -> list[IsolationLayer]:
+    """Every isolation layer of DESIGN §3, in a fixed order, as the last worker reported it."""
+    by_name = {layer.name: layer for layer in layers}
+    record = []
+    for name in ISOLATION_LAYERS:
+        layer = by_name.get(name)
+        if layer is None:
+            record.append(
+                IsolationLayer(name=name, state="not_requested", detail="no worker was started")
             )
-        ),
-    ]
+        else:
+            record.append(IsolationLayer(name=name, state=layer.state, detail=layer.detail))
+    return record
 
 
 def _git_commit(repo: Path) -> str | None:

@@ -18,7 +18,8 @@ from fnmatch import fnmatchcase
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from prism_eval.bundle import Bundle, Contract
+from prism_eval.bundle import Bundle
+from prism_eval.contract import Contract
 from prism_eval.errors import Rejected
 
 _MAX_EVIDENCE = 50

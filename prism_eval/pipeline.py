@@ -20,15 +20,16 @@ from typing import Any, Literal
 
 from prism_eval import __version__
 from prism_eval.attest import resolve_signing_key, sign_record, write_outputs
-from prism_eval.bundle import Bundle, Contract, check_contract, load_bundle
+from prism_eval.bundle import Bundle, load_bundle
 from prism_eval.config import EvalConfig, load_config
+from prism_eval.contract import Contract, check_contract
 from prism_eval.data import DataManifest, iter_documents, manifest_sha256, verify_data_dir
-from prism_eval.environment import describe_environment, evaluator_identity, isolation_layers
+from prism_eval.environment import describe_environment, evaluator_identity, isolation_record
 from prism_eval.errors import EvaluatorError, Failed, PrismError, Rejected, Status
 from prism_eval.lint import lint_bundle, raise_on_findings
 from prism_eval.probing import ProbeOutcome, run_probe
 from prism_eval.progress import TrainProgress, say
-from prism_eval.protocol import JobSpec
+from prism_eval.protocol import JobSpec, LayerReport
 from prism_eval.record import (
     Artifacts,
     DataRef,
@@ -45,6 +46,7 @@ from prism_eval.record import (
     Subject,
     TokenizerRef,
 )
+from prism_eval.sandbox.policy import prepare_worker_dirs, sandbox_spec
 from prism_eval.scored_run import TrainOutcome, run_training
 from prism_eval.scoring import (
     SCORING_VERSION,
@@ -122,6 +124,7 @@ class Evaluation:
         self.train: TrainOutcome | None = None
         self.artifacts: Artifacts | None = None
         self.score: Score | None = None
+        self.isolation: list[LayerReport] = []
 
     # ---- stages -------------------------------------------------------------------------
 
@@ -156,9 +159,11 @@ class Evaluation:
         self.tokenizer = load_tokenizer(self.contract.tokenizer)
         return f"tokenizer {self.tokenizer.name} (vocab {self.tokenizer.vocab_size:,})"
 
-    def stage_lint(self) -> str:
+    def stage_lint(self) -> str | Skipped:
         """The friendly AST lint (not the security boundary)."""
         assert self.bundle is not None and self.contract is not None
+        if self.config.unsafe_skip_lint_for_tests:
+            return Skipped("unsafe_skip_lint_for_tests: the lint was not run")
         raise_on_findings(lint_bundle(self.bundle, self.contract))
         return "no findings"
 
@@ -175,27 +180,27 @@ class Evaluation:
 
     def stage_probe(self) -> str:
         """Build the model in a probe worker: cap, output shape, finiteness, determinism."""
-        spec = self._job_spec("probe")
-        self.probe = run_probe(
-            spec, self._scratch("probe"), self.config.threads, self.config.probe_timeout_s
-        )
+        self.probe = run_probe(self._job_spec("probe"), self._scratch("probe"), self.config)
+        self.isolation = self.probe.isolation
         return f"{self.probe.params:,} parameters, logits width {self.probe.logits_width:,}"
 
     def stage_train(self) -> str:
         """The forced-init re-execution of train(ctx) over the scored stream."""
         assert self.manifest is not None and self.tokenizer is not None
         say(f"training: byte budget {self.config.byte_budget:,}")
-        self.train = run_training(
-            self._job_spec("train"),
-            self._scratch("train"),
-            threads=self.config.threads,
-            timeout_s=self.config.train_timeout_s,
-            idle_timeout_s=self.config.idle_timeout_s,
-            prefetch=self.config.prefetch_batches,
-            documents=iter_documents(self.request.data_dir, self.manifest, "train"),
-            tokenizer=self.tokenizer,
-            progress=TrainProgress(self.config.byte_budget),
-        )
+        self.train = TrainOutcome()
+        try:
+            run_training(
+                self.train,
+                self._job_spec("train"),
+                self._scratch("train"),
+                self.config,
+                documents=iter_documents(self.request.data_dir, self.manifest, "train"),
+                tokenizer=self.tokenizer,
+                progress=TrainProgress(self.config.byte_budget),
+            )
+        finally:
+            self.isolation = self.train.isolation or self.isolation
         scored = sum(f.bytes for f in self.train.figures)
         note = f"{len(self.train.figures)} batches, {scored:,} bytes"
         if self.train.tally.stopped_by == "data_exhausted":
@@ -238,12 +243,33 @@ class Evaluation:
         path.mkdir(mode=0o700, exist_ok=True)
         return path
 
+    def _protected_paths(self) -> list[Path]:
+        """What no worker may reach: the locked data, held-out data and the signing key."""
+        paths = [self.request.data_dir]
+        if self.request.heldout_dir is not None:
+            paths.append(self.request.heldout_dir)
+        if self.request.key_path is not None:
+            paths.append(self.request.key_path)
+        return paths
+
     def _job_spec(self, job: Literal["probe", "train"]) -> JobSpec:
         assert self.bundle is not None and self.contract is not None
         assert self.tokenizer is not None
         config = self.config
         readable = config.data_access == "readable"
         artifacts = self._artifacts_dir()
+        scratch = self._scratch(job)
+        readable_data = self.request.data_dir / "train" if readable else None
+        sandbox = sandbox_spec(
+            job,
+            config,
+            bundle_dir=self.bundle.root,
+            scratch_dir=scratch,
+            artifacts_dir=artifacts,
+            readable_data_dir=readable_data,
+            protected=self._protected_paths(),
+        )
+        prepare_worker_dirs(self.work_dir, [scratch, artifacts], sandbox.drop_to_uid)
         return JobSpec(
             job=job,
             bundle_dir=str(self.bundle.root),
@@ -262,8 +288,9 @@ class Evaluation:
             max_params=config.max_params,
             byte_budget=config.byte_budget,
             artifacts_dir=str(artifacts),
-            data_dir=str(self.request.data_dir / "train") if readable else None,
+            data_dir=str(readable_data) if readable_data else None,
             final_weights_path=str(artifacts / "final.safetensors"),
+            sandbox=sandbox,
         )
 
     def run_stages(self) -> tuple[Status, Reason]:
@@ -352,6 +379,7 @@ def build_record(
             model_params=probe.params if probe else None,
             float_buffer_elements=probe.float_buffer_elements if probe else None,
             wall_seconds=round(train.wall_seconds, 3),
+            peak_memory_bytes=train.peak_memory_bytes,
         )
         stream = StreamSummary(
             sha256=stream_sha256(figures),
@@ -390,7 +418,7 @@ def build_record(
         ),
         evaluator=evaluator_identity(__version__),
         environment=describe_environment(probe.ready if probe else None),
-        isolation=isolation_layers(),
+        isolation=isolation_record(evaluation.isolation),
         stages=evaluation.stages,
         run=run,
         stream=stream,

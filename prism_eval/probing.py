@@ -14,10 +14,19 @@ from pathlib import Path
 
 import numpy as np
 
+from prism_eval.config import EvalConfig
 from prism_eval.errors import Failed, PrismError, Rejected
-from prism_eval.protocol import Failure, JobSpec, ProbeInput, ProbeReport, ProtocolError, Ready
+from prism_eval.protocol import (
+    Failure,
+    JobSpec,
+    LayerReport,
+    ProbeInput,
+    ProbeReport,
+    ProtocolError,
+    Ready,
+)
 from prism_eval.sandbox.launch import WorkerTimeout
-from prism_eval.sandbox.session import deadline_left, failure_error, lost_worker_error, start_job
+from prism_eval.sandbox.session import failure_error, lost_worker_error, start_job
 
 PROBE_BATCH = 2
 PROBE_SEQ = 16
@@ -35,6 +44,7 @@ class ProbeOutcome:
     """What the probe established about the model."""
 
     ready: Ready
+    isolation: list[LayerReport]
     params: int
     float_buffer_elements: int
     logits_width: int
@@ -83,23 +93,31 @@ def check_probe_report(report: ProbeReport, spec: JobSpec, seq_len: int) -> tupl
     return params, buffers, shape[2]
 
 
-def run_probe(spec: JobSpec, scratch_dir: Path, threads: int, timeout_s: float) -> ProbeOutcome:
+def run_probe(spec: JobSpec, scratch_dir: Path, config: EvalConfig) -> ProbeOutcome:
     """Run the probe worker and return the checked outcome (raises Rejected or Failed)."""
-    deadline = time.monotonic() + timeout_s
+    deadline = time.monotonic() + config.probe_timeout_s
     seq_len = min(PROBE_SEQ, spec.max_seq_len - 1)
     tokens = probe_tokens(spec.seed, spec.vocab_size, seq_len)
     probe_input = (ProbeInput(batch_size=PROBE_BATCH, seq_len=seq_len), tokens.tobytes())
-    worker, ready = start_job(spec, scratch_dir, threads, [probe_input])
+    worker, ready, layers = start_job(
+        spec,
+        scratch_dir,
+        threads=config.threads,
+        memory_limit_mib=config.memory_limit_mib,
+        pids_limit=config.pids_limit,
+        required_layers=config.isolation_required,
+        inputs=[probe_input],
+    )
     try:
-        message = worker.receive(deadline_left(deadline))
+        message = worker.receive(config.idle_timeout_s, deadline)
     except (WorkerTimeout, ProtocolError) as exc:
         raise lost_worker_error("probe", worker, exc) from exc
     if isinstance(message, Failure):
         worker.kill()
-        raise failure_error(message, PROBE_FAILURES, spec.bundle_dir)
+        raise failure_error(message, PROBE_FAILURES, spec.bundle_dir, "probe")
     if not isinstance(message, ProbeReport):
         worker.kill()
         raise Failed("probe.protocol", f"expected a probe report, got {message.type}")
     worker.close()
     params, buffers, width = check_probe_report(message, spec, seq_len)
-    return ProbeOutcome(ready, params, buffers, width)
+    return ProbeOutcome(ready, layers, params, buffers, width)

@@ -39,6 +39,30 @@ class _Message(BaseModel):
 # ---- supervisor → worker ------------------------------------------------------------------
 
 
+class SandboxSpec(_Message):
+    """The isolation layers the worker applies to itself before any miner import (DESIGN §3)."""
+
+    network_namespace: bool = Field(description="unshare a network namespace with only lo.")
+    no_new_privs: bool
+    drop_to_uid: int | None = Field(description="Switch to this uid/gid; None keeps the uid.")
+    drop_capabilities: bool = Field(description="Clear every capability, bounding set included.")
+    landlock: bool
+    read_paths: list[str] = Field(description="Readable (and executable) under Landlock.")
+    write_paths: list[str] = Field(description="Writable under Landlock.")
+    device_paths: list[str] = Field(description="Device nodes: read, write, ioctl.")
+    seccomp: bool
+    allow_inet: bool = Field(description="Let AF_INET sockets through seccomp (multi-rank only).")
+    rlimits: dict[str, int] = Field(description="RLIMIT name (without prefix) → soft = hard.")
+
+
+class LayerReport(_Message):
+    """How one isolation layer went, reported before miner code is imported."""
+
+    name: str = Field(max_length=64)
+    state: Literal["active", "unavailable", "not_requested"]
+    detail: str = Field("", max_length=1024)
+
+
 class JobSpec(_Message):
     """What a worker is asked to do, and everything its `PrismContext` exposes."""
 
@@ -63,6 +87,7 @@ class JobSpec(_Message):
     artifacts_dir: str
     data_dir: str | None = Field(description="Train split, only when data_access is readable.")
     final_weights_path: str
+    sandbox: SandboxSpec
 
 
 class ProbeInput(_Message):
@@ -127,6 +152,7 @@ class Ready(_Message):
     cuda_version: str | None = Field(max_length=64)
     device_name: str = Field(max_length=256)
     determinism: dict[str, str] = Field(max_length=32)
+    isolation: list[LayerReport] = Field(max_length=32)
 
 
 class ProbeReport(_Message):

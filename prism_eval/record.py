@@ -132,6 +132,7 @@ class RunFigures(_Model):
     model_params: int | None
     float_buffer_elements: int | None
     wall_seconds: float
+    peak_memory_bytes: int | None = Field(None, description="The train worker's peak (cgroup).")
 
 
 class StreamSummary(_Model):

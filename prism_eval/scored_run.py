@@ -10,19 +10,23 @@ ends the stream; the wall clock and an idle limit only ever fail a run.
 from __future__ import annotations
 
 import collections
+import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from prism_eval.config import EvalConfig
 from prism_eval.data import Document
 from prism_eval.errors import Failed, PrismError, Rejected
 from prism_eval.protocol import (
     MAX_BODY_BYTES,
     Batch,
     BatchLoss,
+    ChannelClosed,
     Failure,
     JobSpec,
+    LayerReport,
     NonFiniteLoss,
     ProtocolError,
     Ready,
@@ -33,8 +37,8 @@ from prism_eval.protocol import (
     TrainDone,
     WorkerMessage,
 )
-from prism_eval.sandbox.launch import WorkerProcess, WorkerTimeout
-from prism_eval.sandbox.session import deadline_left, failure_error, lost_worker_error, start_job
+from prism_eval.sandbox.launch import QuotaExceeded, Watch, WorkerProcess, WorkerTimeout
+from prism_eval.sandbox.session import failure_error, lost_worker_error, start_job
 from prism_eval.scoring import BatchFigures
 from prism_eval.stream import BatchProducer, PackedBatch, StreamTally, pack_batches
 from prism_eval.tokenizers import Tokenizer
@@ -54,9 +58,11 @@ Progress = Callable[[int, float, float], None]  # (bytes scored, nats so far, se
 
 @dataclass
 class TrainOutcome:
-    """The scored stream as the supervisor counted it."""
+    """The scored stream as the supervisor counted it, and how the worker was isolated."""
 
-    ready: Ready
+    ready: Ready | None = None
+    isolation: list[LayerReport] = field(default_factory=list)
+    peak_memory_bytes: int | None = None
     batch_size: int = 0
     seq_len: int = 0
     figures: list[BatchFigures] = field(default_factory=list)
@@ -97,18 +103,27 @@ class _StreamDriver:
         self.prefetch = prefetch
         self.outstanding: collections.deque[PackedBatch] = collections.deque()
         self.ended = False
+        self.worker_gone = False
 
     def fill(self, tally: StreamTally) -> None:
-        """Keep up to `prefetch` batches in flight; send StreamEnd once the stream is done."""
-        while not self.ended and len(self.outstanding) < self.prefetch:
-            batch = self.producer.next_batch()
-            if batch is None:
-                self.worker.send(StreamEnd(reason=tally.stopped_by or "data_exhausted"))
-                self.ended = True
-                return
-            rows, cols = batch.rows.shape
-            self.worker.send(Batch(index=batch.index, rows=rows, cols=cols), batch.rows.tobytes())
-            self.outstanding.append(batch)
+        """Keep up to `prefetch` batches in flight; send StreamEnd once the stream is done.
+
+        A worker that already finished (its last messages still unread) closes its end: the
+        send fails, sending stops, and what it said is read before deciding anything.
+        """
+        try:
+            while not (self.ended or self.worker_gone) and len(self.outstanding) < self.prefetch:
+                batch = self.producer.next_batch()
+                if batch is None:
+                    self.worker.send(StreamEnd(reason=tally.stopped_by or "data_exhausted"))
+                    self.ended = True
+                    return
+                rows, cols = batch.rows.shape
+                body = batch.rows.tobytes()
+                self.worker.send(Batch(index=batch.index, rows=rows, cols=cols), body)
+                self.outstanding.append(batch)
+        except ChannelClosed:
+            self.worker_gone = True
 
     def accept(self, loss: BatchLoss) -> BatchFigures:
         """Match a loss to the oldest batch in flight; refuse anything else."""
@@ -123,10 +138,12 @@ class _StreamDriver:
         return BatchFigures(nats=loss.nats, tokens=batch.predicted_tokens, bytes=batch.bytes)
 
 
-def _await(worker: WorkerProcess, spec: JobSpec, deadline: float, idle_s: float) -> WorkerMessage:
-    message = worker.receive(min(idle_s, deadline_left(deadline)))
+def _await(
+    worker: WorkerProcess, spec: JobSpec, deadline: float, idle_s: float, watch: Watch
+) -> WorkerMessage:
+    message = worker.receive(idle_s, deadline, watch)
     if isinstance(message, Failure):
-        raise failure_error(message, TRAIN_FAILURES, spec.bundle_dir)
+        raise failure_error(message, TRAIN_FAILURES, spec.bundle_dir, "train")
     if isinstance(message, NonFiniteLoss):
         raise Failed(
             "train.nonfinite_loss",
@@ -135,26 +152,62 @@ def _await(worker: WorkerProcess, spec: JobSpec, deadline: float, idle_s: float)
     return message
 
 
+def artifacts_watch(artifacts_dir: Path, quota_bytes: int, max_files: int) -> Watch:
+    """A watch that raises QuotaExceeded once the artifacts dir holds too much."""
+
+    def check_artifacts() -> None:
+        used, files = 0, 0
+        pending = [str(artifacts_dir)]
+        while pending:
+            with os.scandir(pending.pop()) as entries:
+                for entry in entries:
+                    files += 1
+                    if files > max_files:
+                        raise QuotaExceeded(f"wrote more than {max_files:,} files to artifacts")
+                    if entry.is_dir(follow_symlinks=False):
+                        pending.append(entry.path)
+                    else:
+                        used += entry.stat(follow_symlinks=False).st_blocks * 512
+            if used > quota_bytes:
+                raise QuotaExceeded(
+                    f"filled artifacts past its quota of {quota_bytes // 2**20:,} MiB"
+                )
+
+    return check_artifacts
+
+
 def run_training(
+    outcome: TrainOutcome,
     spec: JobSpec,
     scratch_dir: Path,
+    config: EvalConfig,
     *,
-    threads: int,
-    timeout_s: float,
-    idle_timeout_s: float,
-    prefetch: int,
     documents: Iterable[Document],
     tokenizer: Tokenizer,
     progress: Progress,
-) -> TrainOutcome:
-    """Run the train worker over the scored stream; raise Rejected/Failed on any breach."""
+) -> None:
+    """Run the train worker over the scored stream, filling `outcome` as it goes.
+
+    Raises Rejected/Failed on any breach; `outcome` then still holds what was established
+    (isolation, the batches scored so far) for the record.
+    """
     started = time.monotonic()
-    deadline = started + timeout_s
-    worker, ready = start_job(spec, scratch_dir, threads)
-    outcome = TrainOutcome(ready=ready)
+    deadline = started + config.train_timeout_s
+    idle_s = config.idle_timeout_s
+    watch = artifacts_watch(
+        Path(spec.artifacts_dir), config.artifacts_quota_mib * 2**20, config.artifacts_max_files
+    )
+    worker, outcome.ready, outcome.isolation = start_job(
+        spec,
+        scratch_dir,
+        threads=config.threads,
+        memory_limit_mib=config.memory_limit_mib,
+        pids_limit=config.pids_limit,
+        required_layers=config.isolation_required,
+    )
     producer: BatchProducer | None = None
     try:
-        message = _await(worker, spec, deadline, idle_timeout_s)
+        message = _await(worker, spec, deadline, idle_s, watch)
         if isinstance(message, TrainDone):
             raise Failed(
                 "train.no_batches",
@@ -179,11 +232,11 @@ def run_training(
             tally=outcome.tally,
         )
         producer = BatchProducer(batches)
-        driver = _StreamDriver(worker, producer, prefetch)
+        driver = _StreamDriver(worker, producer, config.prefetch_batches)
         scored_bytes, running_nats = 0, 0.0
         while True:
             driver.fill(outcome.tally)
-            message = _await(worker, spec, deadline, idle_timeout_s)
+            message = _await(worker, spec, deadline, idle_s, watch)
             if isinstance(message, TrainDone):
                 break
             if not isinstance(message, BatchLoss):
@@ -201,7 +254,8 @@ def run_training(
                 hint="iterate ctx.iter_train_batches until it ends: the byte budget is the "
                 "run's length",
             )
-    except (WorkerTimeout, ProtocolError) as exc:
+        watch()  # what train(ctx) left behind counts too
+    except (WorkerTimeout, ProtocolError, QuotaExceeded) as exc:
         raise lost_worker_error("train", worker, exc) from exc
     except PrismError:
         worker.kill()
@@ -209,6 +263,6 @@ def run_training(
     finally:
         if producer is not None:
             producer.close()
+        outcome.wall_seconds = time.monotonic() - started
     worker.close()
-    outcome.wall_seconds = time.monotonic() - started
-    return outcome
+    outcome.peak_memory_bytes = worker.peak_memory_bytes

@@ -17,8 +17,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Literal
 
 from pydantic import BaseModel
 
@@ -31,6 +32,7 @@ from prism_eval.protocol import (
     parse_worker_message,
     read_frame,
 )
+from prism_eval.sandbox.cgroup import WorkerCgroup
 
 # Variables a worker may inherit; everything else (keys, tokens, paths) stays behind.
 PASSTHROUGH_ENV = (
@@ -44,7 +46,19 @@ OUTPUT_TAIL_LINES = 40
 
 
 class WorkerTimeout(Exception):
-    """The worker missed a deadline."""
+    """The worker missed a deadline: `wall` (the stage's cap), `idle` (silence), `stalled`."""
+
+    def __init__(self, message: str, kind: Literal["wall", "idle", "stalled"]) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class QuotaExceeded(Exception):
+    """The worker's artifacts passed their quota."""
+
+
+Watch = Callable[[], None]  # called about once a second while waiting; raises QuotaExceeded
+WATCH_INTERVAL_S = 1.0
 
 
 def worker_environment(scratch_dir: Path, threads: int) -> dict[str, str]:
@@ -77,8 +91,13 @@ def worker_environment(scratch_dir: Path, threads: int) -> dict[str, str]:
 class WorkerProcess:
     """A running worker: send frames, receive validated messages, kill its process group."""
 
-    def __init__(self, name: str, scratch_dir: Path, threads: int) -> None:
+    def __init__(
+        self, name: str, scratch_dir: Path, threads: int, cgroup: WorkerCgroup | None = None
+    ) -> None:
         self.name = name
+        self.cgroup = cgroup
+        self.peak_memory_bytes: int | None = None
+        self.oom_killed = False
         (scratch_dir / "tmp").mkdir(parents=True, exist_ok=True)
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock = parent
@@ -94,6 +113,8 @@ class WorkerProcess:
             start_new_session=True,
         )
         child.close()
+        if cgroup is not None:  # before the job is sent: nothing big is allocated yet
+            cgroup.add(self._process.pid)
         assert self._process.stdout is not None
         self._forwarder = threading.Thread(
             target=self._forward_output, args=(self._process.stdout,), daemon=True
@@ -118,21 +139,32 @@ class WorkerProcess:
         try:
             self._sock.sendall(encode_frame(message, body))
         except TimeoutError as exc:
-            raise WorkerTimeout(f"{self.name} stopped reading its channel") from exc
+            raise WorkerTimeout(f"{self.name} stopped reading its channel", "stalled") from exc
         except OSError as exc:
             raise ChannelClosed(f"{self.name} closed its channel: {exc}") from exc
 
-    def receive(self, timeout_s: float) -> WorkerMessage:
-        """Receive and validate one message within `timeout_s` seconds."""
-        ready, _, _ = select.select([self._sock], [], [], max(0.0, timeout_s))
-        if not ready:
-            raise WorkerTimeout(f"{self.name} sent nothing for {timeout_s:.0f} s")
+    def receive(self, idle_s: float, deadline: float, watch: Watch | None = None) -> WorkerMessage:
+        """Receive and validate one message: within `idle_s` seconds and before `deadline`
+        (time.monotonic), calling `watch` about once a second meanwhile."""
+        started = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now >= deadline:
+                raise WorkerTimeout(f"{self.name} ran past its wall-clock limit", "wall")
+            if now - started >= idle_s:
+                raise WorkerTimeout(f"{self.name} sent nothing for {idle_s:.0f} s", "idle")
+            wait_s = min(WATCH_INTERVAL_S, deadline - now, idle_s - (now - started))
+            ready, _, _ = select.select([self._sock], [], [], max(0.0, wait_s))
+            if watch is not None:
+                watch()
+            if ready:
+                break
         # The frame has started: give the rest of it a short, fixed allowance.
         self._sock.settimeout(10.0)
         try:
             header, body = read_frame(self._sock, MAX_WORKER_HEADER_BYTES, 0)
         except TimeoutError as exc:
-            raise WorkerTimeout(f"{self.name} stalled mid-frame") from exc
+            raise WorkerTimeout(f"{self.name} stalled mid-frame", "stalled") from exc
         except ConnectionError as exc:
             raise ChannelClosed(f"{self.name} closed its channel: {exc}") from exc
         return parse_worker_message(header, body)
@@ -148,9 +180,15 @@ class WorkerProcess:
         return f"exit code {code}"
 
     def kill(self) -> None:
-        """Kill the worker's whole process group and reap it."""
+        """Kill the worker's process group and every process in its cgroup, and reap it."""
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self._process.pid, signal.SIGKILL)
+        if self.cgroup is not None:  # children that left the process group (setsid)
+            self.cgroup.kill_all()
+            self.peak_memory_bytes = self.cgroup.peak_memory_bytes()
+            self.oom_killed = self.oom_killed or self.cgroup.oom_killed()
+            self.cgroup.remove()
+            self.cgroup = None
         self._process.wait()
         self._sock.close()
         self._forwarder.join(timeout=2)
@@ -162,5 +200,10 @@ class WorkerProcess:
             time.sleep(0.02)
         self.kill()
 
+    def exit_signal(self) -> int | None:
+        """The signal that ended the worker, if one did."""
+        code = self._process.poll()
+        return -code if code is not None and code < 0 else None
 
-__all__ = ["ChannelClosed", "ProtocolError", "WorkerProcess", "WorkerTimeout"]
+
+__all__ = ["ChannelClosed", "ProtocolError", "QuotaExceeded", "WorkerProcess", "WorkerTimeout"]

@@ -1,42 +1,67 @@
-"""Supervisor: one job in one fresh worker — start, hand over the job, await `Ready`.
+"""Supervisor: one job in one fresh, sandboxed worker — start, hand over the job, await Ready.
 
 Also turns what a worker says went wrong into the supervisor's own verdict: the worker only
-reports *where* miner code raised; the rule id and status are chosen here.
+reports *where* miner code raised; the rule id and status are chosen here. The isolation
+layers the worker reports in Ready were applied before any miner byte ran, so that report
+can be trusted; layers the config requires and that did not hold end the run as `error`.
 """
 
 from __future__ import annotations
 
 import re
+import signal
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
 
-from prism_eval.errors import Failed, PrismError
-from prism_eval.protocol import ChannelClosed, Failure, JobSpec, ProtocolError, Ready
-from prism_eval.sandbox.launch import WorkerProcess, WorkerTimeout
+from prism_eval.errors import EvaluatorError, Failed, PrismError
+from prism_eval.protocol import ChannelClosed, Failure, JobSpec, LayerReport, ProtocolError, Ready
+from prism_eval.sandbox.cgroup import WorkerCgroup
+from prism_eval.sandbox.launch import QuotaExceeded, WorkerProcess, WorkerTimeout
 
 READY_TIMEOUT_S = 120.0  # importing torch on a cold, busy machine
+_MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
+_MEMORY_MESSAGES = ("can't allocate memory", "out of memory", "Cannot allocate memory")
+
+SUPERVISOR_LAYERS = (
+    LayerReport(
+        name="environment",
+        state="active",
+        detail="allow-listed variables; HOME and TMPDIR in a private scratch dir",
+    ),
+    LayerReport(
+        name="watchdog",
+        state="active",
+        detail="wall-clock, idle and artifacts-quota limits kill the process group and cgroup",
+    ),
+)
 
 
 def start_job(
     spec: JobSpec,
     scratch_dir: Path,
+    *,
     threads: int,
+    memory_limit_mib: int,
+    pids_limit: int,
+    required_layers: Sequence[str],
     inputs: Sequence[tuple[BaseModel, bytes]] = (),
-) -> tuple[WorkerProcess, Ready]:
-    """Start a worker for `spec`, send it `inputs` too, and wait until it is set up.
+) -> tuple[WorkerProcess, Ready, list[LayerReport]]:
+    """Start a sandboxed worker for `spec`, send it `inputs` too, and wait until it is set up.
 
     Inputs go out with the job, while the worker is still importing torch and before any
-    miner code runs, so a worker that later dies cannot make these sends fail.
+    miner code runs, so a worker that later dies cannot make these sends fail. Returns the
+    worker, its Ready message and every isolation layer's state (supervisor and worker side).
     """
-    worker = WorkerProcess(spec.job, scratch_dir, threads)
+    cgroup = WorkerCgroup(f"{spec.job}-{time.monotonic_ns()}", memory_limit_mib * 2**20, pids_limit)
+    worker = WorkerProcess(spec.job, scratch_dir, threads, cgroup)
     try:
         worker.send(spec)
         for message, body in inputs:
             worker.send(message, body)
-        message = worker.receive(READY_TIMEOUT_S)
+        message = worker.receive(READY_TIMEOUT_S, time.monotonic() + READY_TIMEOUT_S)
     except (WorkerTimeout, ProtocolError) as exc:
         description = worker.exit_description(wait_s=0.5)
         worker.kill()
@@ -48,7 +73,18 @@ def start_job(
     if not isinstance(message, Ready):
         worker.kill()
         raise Failed(f"{spec.job}.protocol", f"expected ready, got {message.type}")
-    return worker, message
+    layers = [*SUPERVISOR_LAYERS, *cgroup.reports, *message.isolation]
+    required = set(required_layers)
+    missing = [layer for layer in layers if layer.name in required and layer.state != "active"]
+    if missing:
+        worker.kill()
+        raise EvaluatorError(
+            "sandbox.layer_unavailable",
+            "required isolation layers did not hold: "
+            + "; ".join(f"{layer.name} ({layer.detail or layer.state})" for layer in missing),
+            hint="run on a host that provides them, or change isolation_required in the config",
+        )
+    return worker, message, layers
 
 
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<name>.+)$')
@@ -73,25 +109,42 @@ def bundle_frames(untrusted_traceback: str, bundle_dir: str) -> list[str]:
 
 
 def failure_error(
-    failure: Failure, rules: Mapping[str, tuple[type[PrismError], str, str]], bundle_dir: str
+    failure: Failure,
+    rules: Mapping[str, tuple[type[PrismError], str, str]],
+    bundle_dir: str,
+    stage: str,
 ) -> PrismError:
     """Map a worker's Failure to (error class, rule id, what it means) for its `where`."""
-    error_class, rule_id, meaning = rules[failure.where]
     detail = f"{failure.exc_type}: {failure.message}".strip()
     evidence = bundle_frames(failure.traceback, bundle_dir)
+    if failure.exc_type in _MEMORY_ERRORS or any(m in failure.message for m in _MEMORY_MESSAGES):
+        return Failed(f"{stage}.out_of_memory", f"the worker ran out of memory — {detail}",
+                      evidence=evidence)  # fmt: skip
+    error_class, rule_id, meaning = rules[failure.where]
     return error_class(rule_id, f"{meaning} — {detail}", evidence=evidence)
 
 
 def lost_worker_error(stage: str, worker: WorkerProcess, exc: Exception) -> PrismError:
-    """The error for a worker that died, hung, or broke the protocol."""
-    if isinstance(exc, WorkerTimeout):
-        rule, what = f"{stage}.timeout", f"the {stage} worker timed out: {exc}"
+    """The error for a worker that died, hung, overran a limit, or broke the protocol."""
+    if isinstance(exc, WorkerTimeout) and exc.kind == "wall":
+        rule, what = f"{stage}.timeout", f"the {stage} stage ran past its wall-clock limit"
+    elif isinstance(exc, WorkerTimeout) and exc.kind == "idle":
+        rule, what = f"{stage}.idle_timeout", f"the {stage} worker went silent: {exc}"
+    elif isinstance(exc, QuotaExceeded):
+        rule, what = f"{stage}.disk_quota", f"the {stage} worker {exc}"
     elif isinstance(exc, ChannelClosed):
-        rule = f"{stage}.worker_died"
-        what = f"the {stage} worker ended unexpectedly ({worker.exit_description()})"
+        rule, what = f"{stage}.worker_died", ""
     else:
         rule, what = f"{stage}.protocol", f"the {stage} worker broke the protocol: {exc}"
     worker.kill()
+    if rule.endswith(".worker_died"):
+        ended = worker.exit_description()
+        if worker.oom_killed:
+            rule, what = f"{stage}.out_of_memory", f"the {stage} worker was killed for memory"
+        elif worker.exit_signal() == signal.SIGXCPU:
+            rule, what = f"{stage}.cpu_limit", f"the {stage} worker used up its CPU-time limit"
+        else:
+            what = f"the {stage} worker ended unexpectedly ({ended})"
     return Failed(rule, what, evidence=list(worker.output_tail))
 
 

@@ -1,7 +1,9 @@
 """Worker (sandboxed): process entry point, `python -m prism_eval.worker --fd N`.
 
-Order matters: receive the job, set seeds and deterministic flags, report ready, and only
-then import miner code. The isolation layers (issue 3) are applied here, before that import.
+Order is the point of this file: receive the job; apply the isolation layers while the
+process still has one thread; only then import torch (which starts threads) and set seeds
+and deterministic flags; install seccomp on every thread; report ready; and only then import
+miner code.
 """
 
 from __future__ import annotations
@@ -10,13 +12,9 @@ import argparse
 import os
 import sys
 
-import torch
-
 from prism_eval.protocol import JobSpec, Ready
 from prism_eval.worker.channel import Channel
-from prism_eval.worker.context import install_reference_alias
-from prism_eval.worker.jobs import JobAborted, run_probe, run_train
-from prism_eval.worker.loader import apply_determinism
+from prism_eval.worker.isolation import apply_before_imports, apply_seccomp
 
 
 def main() -> int:
@@ -29,13 +27,25 @@ def main() -> int:
     if not isinstance(spec, JobSpec):
         return 2
     os.makedirs(os.environ.get("TMPDIR", "/tmp"), exist_ok=True)
+    isolation = apply_before_imports(spec.sandbox)
+
+    import torch
+
+    from prism_eval.worker.context import install_reference_alias
+    from prism_eval.worker.jobs import JobAborted, run_probe, run_train
+    from prism_eval.worker.loader import apply_determinism
+
     flags = apply_determinism(spec.seed, spec.device, spec.threads)
+    # CUDA initializes (driver, ioctls, memfds) before the filter, never under it.
+    device_name = torch.cuda.get_device_name(0) if spec.device == "cuda" else "cpu"
+    isolation.append(apply_seccomp(spec.sandbox))
     channel.send(
         Ready(
             torch_version=torch.__version__,
             cuda_version=torch.version.cuda,
-            device_name=(torch.cuda.get_device_name(0) if spec.device == "cuda" else "cpu"),
+            device_name=device_name,
             determinism=flags,
+            isolation=isolation,
         )
     )
     install_reference_alias()

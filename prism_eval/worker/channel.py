@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 
-import numpy as np
 from pydantic import BaseModel
 
 from prism_eval.protocol import (
@@ -16,6 +16,9 @@ from prism_eval.protocol import (
     parse_supervisor_message,
     read_frame,
 )
+
+if TYPE_CHECKING:  # numpy starts threads on import: it must load after the isolation layers
+    import numpy as np
 
 
 class Channel:
@@ -35,6 +38,8 @@ class Channel:
 
     def receive_tokens(self, rows: int, cols: int, body: bytes) -> np.ndarray:
         """View a body as the int32 token array (rows, cols) it must be."""
+        import numpy as np
+
         if len(body) != rows * cols * 4:
             raise ProtocolError(f"body of {len(body)} bytes for a ({rows}, {cols}) int32 array")
         return np.frombuffer(body, dtype=np.int32).reshape(rows, cols)

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from prism_eval.bundle import check_contract, load_bundle
+from prism_eval.bundle import load_bundle
 from prism_eval.config import IntakeLimits
+from prism_eval.contract import check_contract
 from prism_eval.errors import Rejected
 from prism_eval.lint import RULES, LintFinding, lint_bundle, match_reference, raise_on_findings
 

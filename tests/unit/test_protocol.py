@@ -19,6 +19,7 @@ from prism_eval.protocol import (
     BatchLoss,
     ChannelClosed,
     Failure,
+    LayerReport,
     NonFiniteLoss,
     ProbeReport,
     ProtocolError,
@@ -38,7 +39,13 @@ from prism_eval.protocol import (
 SOCKET_TIMEOUT_S = 10.0
 
 WORKER_MESSAGES: list[BaseModel] = [
-    Ready(torch_version="2.4.0", cuda_version=None, device_name="cpu", determinism={"a": "1"}),
+    Ready(
+        torch_version="2.4.0",
+        cuda_version=None,
+        device_name="cpu",
+        determinism={"a": "1"},
+        isolation=[LayerReport(name="seccomp", state="active", detail="53 syscalls denied")],
+    ),
     ProbeReport(
         params=10,
         float_buffer_elements=0,

@@ -1,0 +1,129 @@
+"""Supervisor: what a worker may touch — the SandboxSpec for one job, from the config.
+
+Landlock grants are as narrow as the runtime allows: the interpreter, its libraries and this
+package read-only; the bundle read-only; scratch (and, for `train`, the artifacts dir)
+read-write. The data, held-out and key paths must lie outside every grant: if one does not,
+the run stops with an error rather than expose it.
+"""
+
+from __future__ import annotations
+
+import glob
+import math
+import os
+import stat
+import sys
+import sysconfig
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Literal
+
+import prism_eval
+from prism_eval.config import EvalConfig
+from prism_eval.errors import EvaluatorError
+from prism_eval.protocol import SandboxSpec
+
+SYSTEM_READ_PATHS = (
+    "/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime",
+    "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/proc", "/sys",
+)  # fmt: skip
+DEVICE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/shm")
+CUDA_DEVICE_GLOBS = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/dri")
+
+
+def runtime_read_paths() -> list[str]:
+    """The interpreter, its standard library, the environment's packages and prism_eval."""
+    paths = {sys.prefix, sys.base_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
+        paths.add(sysconfig.get_paths()[key])
+    paths.add(str(Path(prism_eval.__file__).resolve().parent))
+    return sorted(p for p in paths if p and os.path.exists(p))
+
+
+def readable_by_others(path: str) -> bool:
+    """Whether any user can reach `path`: every ancestor o+x, the path itself o+r."""
+    current = Path(path).resolve()
+    try:
+        if not current.stat().st_mode & stat.S_IROTH:
+            return False
+        return all(parent.stat().st_mode & stat.S_IXOTH for parent in current.parents)
+    except OSError:
+        return False
+
+
+def _inside(path: Path, root: str) -> bool:
+    try:
+        return path.resolve().is_relative_to(Path(root).resolve())
+    except OSError:
+        return False
+
+
+def check_not_exposed(protected: Iterable[Path], granted: Iterable[str]) -> None:
+    """Refuse to run when a secret path (data, held-out, key) lies inside a worker grant."""
+    granted = list(granted)
+    for path in protected:
+        for root in granted:
+            if _inside(path, root):
+                raise EvaluatorError(
+                    "sandbox.exposed_path",
+                    f"{path} lies inside {root}, which workers may read",
+                    hint="keep data, held-out data and keys outside the Python installation, "
+                    "the bundle and the work directory",
+                )
+
+
+def sandbox_spec(
+    job: Literal["probe", "train"],
+    config: EvalConfig,
+    *,
+    bundle_dir: Path,
+    scratch_dir: Path,
+    artifacts_dir: Path,
+    readable_data_dir: Path | None,
+    protected: Iterable[Path],
+) -> SandboxSpec:
+    """The isolation a worker for `job` applies to itself."""
+    runtime = runtime_read_paths()
+    read_paths = [*runtime, *SYSTEM_READ_PATHS, str(bundle_dir)]
+    if readable_data_dir is not None:
+        read_paths.append(str(readable_data_dir))
+    write_paths = [str(scratch_dir)] + ([str(artifacts_dir)] if job == "train" else [])
+    devices = list(DEVICE_PATHS)
+    if config.device == "cuda":
+        devices += [p for pattern in CUDA_DEVICE_GLOBS for p in glob.glob(pattern)]
+    check_not_exposed(protected, read_paths + write_paths)
+    timeout_s = config.train_timeout_s if job == "train" else config.probe_timeout_s
+    rlimits = {
+        "nofile": config.open_files_limit,
+        "core": 0,
+        "fsize": config.artifacts_quota_mib * 2**20,
+        "nproc": config.pids_limit,
+        "cpu": math.ceil(timeout_s * (os.cpu_count() or 1) * 1.25) + 60,
+    }
+    if config.device == "cpu":  # CUDA maps far more address space than it uses
+        rlimits["as"] = max(4096, 2 * config.memory_limit_mib) * 2**20
+    as_root = os.geteuid() == 0
+    # The bundle is 0o555/0o444 and prepare_worker_dirs opens the work dir to traversal.
+    can_drop_uid = as_root and all(readable_by_others(p) for p in runtime)
+    return SandboxSpec(
+        network_namespace=True,
+        no_new_privs=True,
+        drop_to_uid=config.worker_uid if can_drop_uid else None,
+        drop_capabilities=True,
+        landlock=True,
+        read_paths=read_paths,
+        write_paths=write_paths,
+        device_paths=devices,
+        seccomp=True,
+        allow_inet=False,
+        rlimits=rlimits,
+    )
+
+
+def prepare_worker_dirs(work_dir: Path, dirs: Iterable[Path], uid: int | None) -> None:
+    """Let a worker that runs as `uid` traverse the work dir and own its writable dirs."""
+    if uid is None:
+        return
+    os.chmod(work_dir, 0o711)
+    for path in dirs:
+        os.chown(path, uid, uid)

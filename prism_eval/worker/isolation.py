@@ -1,0 +1,150 @@
+"""Worker (sandboxed): apply the isolation layers to this process, in order (DESIGN §3).
+
+Called after the job arrives and before torch, numpy or any miner byte is imported, while the
+process has a single thread (Landlock, capabilities and namespaces are per thread). seccomp
+comes last, after the ML imports, with TSYNC for the threads those started. Each layer
+reports `active` or `unavailable` (with the reason); the supervisor decides whether a missing
+layer is acceptable.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import fcntl
+import os
+import resource
+import socket
+import struct
+
+from prism_eval.protocol import LayerReport, SandboxSpec
+from prism_eval.worker import landlock, seccomp
+
+_PR_SET_NO_NEW_PRIVS, _PR_CAPBSET_DROP = 38, 24
+_CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
+_SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
+_CAPSET = {"x86_64": 126, "aarch64": 91}
+_LINUX_CAPABILITY_VERSION_3 = 0x20080522
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _failed(call: str) -> str:
+    code = ctypes.get_errno()
+    return f"{call} failed: {errno.errorcode.get(code, code)} ({os.strerror(code)})"
+
+
+def _active(name: str, detail: str) -> LayerReport:
+    return LayerReport(name=name, state="active", detail=detail[:1024])
+
+
+def _unavailable(name: str, detail: str) -> LayerReport:
+    return LayerReport(name=name, state="unavailable", detail=detail[:1024])
+
+
+def _skipped(name: str) -> LayerReport:
+    return LayerReport(name=name, state="not_requested", detail="")
+
+
+def apply_rlimits(limits: dict[str, int]) -> LayerReport:
+    """Set each RLIMIT_<name> soft = hard (never raising a limit above its current hard)."""
+    applied = []
+    for name, value in sorted(limits.items()):
+        number = getattr(resource, f"RLIMIT_{name.upper()}")
+        _, hard = resource.getrlimit(number)
+        target = value if hard == resource.RLIM_INFINITY else min(value, hard)
+        resource.setrlimit(number, (target, target))
+        applied.append(f"{name}={target}")
+    return _active("rlimits", ", ".join(applied))
+
+
+def _bring_loopback_up() -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        request = struct.pack("16sH14s", b"lo", 0, b"")
+        flags = struct.unpack("16sH14s", fcntl.ioctl(probe, _SIOCGIFFLAGS, request))[1]
+        fcntl.ioctl(probe, _SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | _IFF_UP, b""))
+
+
+def enter_network_namespace() -> LayerReport:
+    """A new network namespace holding only `lo` (as root, or inside a new user namespace)."""
+    libc = _libc()
+    uid, gid = os.getuid(), os.getgid()
+    if uid == 0:
+        if libc.unshare(_CLONE_NEWNET) != 0:
+            return _unavailable("network_namespace", _failed("unshare(CLONE_NEWNET)"))
+    else:
+        if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
+            return _unavailable("network_namespace", _failed("unshare(CLONE_NEWUSER|NEWNET)"))
+        with open("/proc/self/setgroups", "w") as handle:
+            handle.write("deny")
+        with open("/proc/self/uid_map", "w") as handle:
+            handle.write(f"{uid} {uid} 1")
+        with open("/proc/self/gid_map", "w") as handle:
+            handle.write(f"{gid} {gid} 1")
+    _bring_loopback_up()
+    names = sorted(name for _, name in socket.if_nameindex())
+    if names != ["lo"]:
+        return _unavailable("network_namespace", f"interfaces still visible: {names}")
+    return _active("network_namespace", "private namespace; only lo, up")
+
+
+def set_no_new_privs() -> LayerReport:
+    """PR_SET_NO_NEW_PRIVS: no exec can ever grant privileges again."""
+    if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
+        return _unavailable("no_new_privs", _failed("prctl(PR_SET_NO_NEW_PRIVS)"))
+    return _active("no_new_privs", "set")
+
+
+def drop_privileges(uid: int | None, drop_capabilities: bool) -> LayerReport:
+    """Switch to an unprivileged uid/gid, or at least clear every capability."""
+    import platform
+
+    if uid is not None and os.getuid() == 0:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+        return _active("unprivileged_user", f"uid and gid {uid}; no capabilities")
+    if not drop_capabilities:
+        return _skipped("unprivileged_user")
+    libc = _libc()
+    for capability in range(64):
+        libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0)  # EINVAL past the last: fine
+    number = _CAPSET.get(platform.machine())
+    if number is None:
+        return _unavailable("unprivileged_user", "capset: unknown architecture")
+    header = struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0)
+    data = bytes(24)  # two __user_cap_data_struct, all zero: no effective/permitted/inheritable
+    if libc.syscall(number, header, data) != 0:
+        return _unavailable("unprivileged_user", _failed("capset"))
+    return _active("unprivileged_user", f"uid {os.getuid()} kept; every capability dropped")
+
+
+def apply_before_imports(spec: SandboxSpec) -> list[LayerReport]:
+    """Every layer but seccomp, in order; call while the process has one thread."""
+    reports = [apply_rlimits(spec.rlimits) if spec.rlimits else _skipped("rlimits")]
+    reports.append(
+        enter_network_namespace() if spec.network_namespace else _skipped("network_namespace")
+    )
+    reports.append(set_no_new_privs() if spec.no_new_privs else _skipped("no_new_privs"))
+    if spec.landlock:
+        try:
+            detail = landlock.restrict(spec.read_paths, spec.write_paths, spec.device_paths)
+            reports.append(_active("landlock", detail))
+        except landlock.LandlockUnavailable as exc:
+            reports.append(_unavailable("landlock", str(exc)))
+    else:
+        reports.append(_skipped("landlock"))
+    reports.append(drop_privileges(spec.drop_to_uid, spec.drop_capabilities))
+    return reports
+
+
+def apply_seccomp(spec: SandboxSpec) -> LayerReport:
+    """The seccomp deny-list, on every thread (TSYNC); call right before miner code loads."""
+    if not spec.seccomp:
+        return _skipped("seccomp")
+    try:
+        return _active("seccomp", seccomp.install_filter(spec.allow_inet))
+    except seccomp.SeccompUnavailable as exc:
+        return _unavailable("seccomp", str(exc))

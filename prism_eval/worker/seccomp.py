@@ -1,0 +1,160 @@
+"""Worker (sandboxed): the seccomp deny-list, as a raw BPF program (DESIGN §3, layer 6).
+
+Installed last, after torch is imported and before miner code, with SECCOMP_FILTER_FLAG_TSYNC
+so every thread that already exists gets it too. It fails (never kills) what a bundle has no
+business calling: tracing other processes, new namespaces and mounts, kernel modules and
+keyrings, io_uring, userfaultfd, bpf, perf, exec, and every socket family but AF_UNIX.
+CUDA needs AF_UNIX, memfd_create, ioctl and mmap: those stay allowed.
+
+Program layout (classic BPF over `struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6]}`):
+check the architecture, then the syscall number against the deny table, then the argument
+checks for socket(domain) and clone(flags).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import platform
+import struct
+
+# struct seccomp_data offsets
+_NR, _ARCH, _ARG0_LOW = 0, 4, 16
+
+_BPF_LD_W_ABS = 0x20
+_BPF_JEQ_K = 0x15
+_BPF_JSET_K = 0x45
+_BPF_RET_K = 0x06
+_BPF_ALU_AND_K = 0x54
+
+SECCOMP_RET_ALLOW = 0x7FFF0000
+SECCOMP_RET_ERRNO = 0x00050000
+SECCOMP_RET_KILL_PROCESS = 0x80000000
+SECCOMP_SET_MODE_FILTER = 1
+SECCOMP_FILTER_FLAG_TSYNC = 1
+
+AF_UNIX = 1
+# CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
+CLONE_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000
+CLONE_NAMESPACE_FLAGS |= 0x20000000 | 0x40000000
+
+DENIED = (
+    "ptrace", "process_vm_readv", "process_vm_writev", "kcmp", "pidfd_getfd",
+    "mount", "umount2", "unshare", "setns", "chroot", "pivot_root", "move_mount", "open_tree",
+    "fsopen", "fsconfig", "fsmount", "fspick", "mount_setattr",
+    "bpf", "perf_event_open", "userfaultfd", "io_uring_setup", "io_uring_enter",
+    "io_uring_register", "add_key", "request_key", "keyctl",
+    "init_module", "finit_module", "delete_module", "kexec_load", "kexec_file_load", "reboot",
+    "execve", "execveat", "swapon", "swapoff", "acct", "settimeofday", "clock_settime",
+    "clock_adjtime", "adjtimex", "open_by_handle_at", "name_to_handle_at", "quotactl",
+    "lookup_dcookie", "sethostname", "setdomainname", "syslog", "vhangup", "nfsservctl",
+    "iopl", "ioperm",
+)  # fmt: skip
+
+# Syscall numbers from the kernel's uapi headers (unistd_64.h, asm-generic/unistd.h).
+_X86_64 = {
+    "ptrace": 101, "process_vm_readv": 310, "process_vm_writev": 311, "kcmp": 312,
+    "pidfd_getfd": 438, "mount": 165, "umount2": 166, "unshare": 272, "setns": 308,
+    "chroot": 161, "pivot_root": 155, "move_mount": 429, "open_tree": 428, "fsopen": 430,
+    "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "bpf": 321,
+    "perf_event_open": 298, "userfaultfd": 323, "io_uring_setup": 425, "io_uring_enter": 426,
+    "io_uring_register": 427, "add_key": 248, "request_key": 249, "keyctl": 250,
+    "init_module": 175, "finit_module": 313, "delete_module": 176, "kexec_load": 246,
+    "kexec_file_load": 320, "reboot": 169, "execve": 59, "execveat": 322, "swapon": 167,
+    "swapoff": 168, "acct": 163, "settimeofday": 164, "clock_settime": 227,
+    "clock_adjtime": 305, "adjtimex": 159, "open_by_handle_at": 304, "name_to_handle_at": 303,
+    "quotactl": 179, "lookup_dcookie": 212, "sethostname": 170, "setdomainname": 171,
+    "syslog": 103, "vhangup": 153, "nfsservctl": 180, "iopl": 172, "ioperm": 173,
+    "socket": 41, "clone": 56, "clone3": 435, "seccomp": 317,
+}  # fmt: skip
+_AARCH64 = {
+    "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272,
+    "pidfd_getfd": 438, "mount": 40, "umount2": 39, "unshare": 97, "setns": 268,
+    "chroot": 51, "pivot_root": 41, "move_mount": 429, "open_tree": 428, "fsopen": 430,
+    "fsconfig": 431, "fsmount": 432, "fspick": 433, "mount_setattr": 442, "bpf": 280,
+    "perf_event_open": 241, "userfaultfd": 282, "io_uring_setup": 425, "io_uring_enter": 426,
+    "io_uring_register": 427, "add_key": 217, "request_key": 218, "keyctl": 219,
+    "init_module": 105, "finit_module": 273, "delete_module": 106, "kexec_load": 104,
+    "kexec_file_load": 294, "reboot": 142, "execve": 221, "execveat": 281, "swapon": 224,
+    "swapoff": 225, "acct": 89, "settimeofday": 170, "clock_settime": 112,
+    "clock_adjtime": 266, "adjtimex": 171, "open_by_handle_at": 265, "name_to_handle_at": 264,
+    "quotactl": 60, "lookup_dcookie": 18, "sethostname": 161, "setdomainname": 162,
+    "syslog": 116, "vhangup": 58, "nfsservctl": 42,
+    "socket": 198, "clone": 220, "clone3": 435, "seccomp": 277,
+}  # fmt: skip
+# AUDIT_ARCH_* values: EM_* | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
+ARCHES = {"x86_64": (0xC000003E, _X86_64), "aarch64": (0xC00000B7, _AARCH64)}
+_X32_SYSCALL_BIT = 0x40000000
+
+
+class SeccompUnavailable(Exception):
+    """This machine's architecture or kernel cannot take the filter."""
+
+
+def _insn(code: int, jt: int, jf: int, k: int) -> bytes:
+    return struct.pack("HBBI", code, jt, jf, k & 0xFFFFFFFF)
+
+
+def build_program(machine: str, allow_inet: bool = False) -> bytes:
+    """The BPF program for `machine` (platform.machine()), as packed sock_filter structs."""
+    if machine not in ARCHES:
+        raise SeccompUnavailable(f"no syscall table for {machine}")
+    audit_arch, numbers = ARCHES[machine]
+    denied = [numbers[name] for name in DENIED if name in numbers]
+    errno_eperm = SECCOMP_RET_ERRNO | errno.EPERM
+    program: list[bytes] = [
+        _insn(_BPF_LD_W_ABS, 0, 0, _ARCH),
+        _insn(_BPF_JEQ_K, 1, 0, audit_arch),
+        _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_KILL_PROCESS),  # another ABI: never expected
+        _insn(_BPF_LD_W_ABS, 0, 0, _NR),
+    ]
+    if machine == "x86_64":  # the x32 ABI reaches the same calls under other numbers
+        program += [
+            _insn(_BPF_JSET_K, 0, 1, _X32_SYSCALL_BIT),
+            _insn(_BPF_RET_K, 0, 0, errno_eperm),
+        ]
+    for number in denied:
+        program += [_insn(_BPF_JEQ_K, 0, 1, number), _insn(_BPF_RET_K, 0, 0, errno_eperm)]
+    # clone3 passes its flags in memory BPF cannot read: ENOSYS makes libc fall back to clone.
+    program += [
+        _insn(_BPF_JEQ_K, 0, 1, numbers["clone3"]),
+        _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.ENOSYS),
+        _insn(_BPF_JEQ_K, 0, 4, numbers["clone"]),
+        _insn(_BPF_LD_W_ABS, 0, 0, _ARG0_LOW),
+        _insn(_BPF_JSET_K, 0, 1, CLONE_NAMESPACE_FLAGS),
+        _insn(_BPF_RET_K, 0, 0, errno_eperm),
+        _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ]
+    if not allow_inet:
+        program += [
+            _insn(_BPF_JEQ_K, 0, 4, numbers["socket"]),
+            _insn(_BPF_LD_W_ABS, 0, 0, _ARG0_LOW),
+            _insn(_BPF_JEQ_K, 1, 0, AF_UNIX),
+            _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.EAFNOSUPPORT),
+            _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+        ]
+    program.append(_insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
+    return b"".join(program)
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+
+def install_filter(allow_inet: bool = False) -> str:
+    """Install the filter on every thread of this process; return a description."""
+    machine = platform.machine()
+    program = build_program(machine, allow_inet)
+    buffer = ctypes.create_string_buffer(program, len(program))
+    fprog = _SockFprog(len(program) // 8, ctypes.cast(buffer, ctypes.c_void_p))
+    libc = ctypes.CDLL(None, use_errno=True)
+    number = ARCHES[machine][1]["seccomp"]
+    result = libc.syscall(
+        number, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)
+    )
+    if result != 0:
+        code = ctypes.get_errno() if result < 0 else 0
+        why = errno.errorcode.get(code, str(code)) if code else f"thread {result} refused TSYNC"
+        raise SeccompUnavailable(f"seccomp(SET_MODE_FILTER) failed: {why}")
+    sockets = "AF_UNIX and AF_INET" if allow_inet else "AF_UNIX only"
+    return f"{len(DENIED)} syscalls denied, no exec, no namespaces; sockets: {sockets}"
