@@ -200,6 +200,14 @@ class WorkerProcess:
             time.sleep(0.02)
         self.kill()
 
+    def running(self, wait_s: float = 0.5) -> bool:
+        """Whether the worker is still alive after a short grace (an exit may be under way)."""
+        try:
+            self._process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            return True
+        return False
+
     def exit_signal(self) -> int | None:
         """The signal that ended the worker, if one did."""
         code = self._process.poll()

@@ -132,6 +132,8 @@ def lost_worker_error(stage: str, worker: WorkerProcess, exc: Exception) -> Pris
         rule, what = f"{stage}.idle_timeout", f"the {stage} worker went silent: {exc}"
     elif isinstance(exc, QuotaExceeded):
         rule, what = f"{stage}.disk_quota", f"the {stage} worker {exc}"
+    elif isinstance(exc, ChannelClosed) and worker.running():
+        rule, what = f"{stage}.channel_closed", f"the {stage} worker closed its channel"
     elif isinstance(exc, ChannelClosed):
         rule, what = f"{stage}.worker_died", ""
     else:
