@@ -147,6 +147,24 @@ def bench_hashing() -> dict[str, Any]:
     }
 
 
+def bench_worker_start() -> dict[str, Any]:
+    """Seconds to a ready worker with every isolation layer vs none (interleaved, median)."""
+    from prism_eval.doctor import start_selftest
+
+    config = load_config("cpu")
+    isolated, bare = [], []
+    for _ in range(5):
+        isolated.append(start_selftest(config, isolated=True)[1])
+        bare.append(start_selftest(config, isolated=False)[1])
+    cost = statistics.median(isolated) - statistics.median(bare)
+    return {
+        "ready_isolated_s": round(statistics.median(isolated), 3),
+        "ready_bare_s": round(statistics.median(bare), 3),
+        "isolation_cost_ms": round(cost * 1000, 1),
+        "target_ms": 200,
+    }
+
+
 def main() -> None:
     """Run every benchmark and print one JSON-ish report to stdout."""
     import json
@@ -157,6 +175,7 @@ def main() -> None:
         "supervisor_stream": bench_supervisor_stream(),
         "pipeline": bench_pipeline_vs_loop(),
         "hashing": bench_hashing(),
+        "worker_start": bench_worker_start(),
     }
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")

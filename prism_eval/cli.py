@@ -196,6 +196,35 @@ def schema() -> None:
     _emit(SignedRecord.model_json_schema(by_alias=True))
 
 
+@main.command()
+@click.option("--profile", default="cpu", show_default=True, help="cpu or official.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@handles_errors
+def doctor(profile: str, as_json: bool) -> None:
+    """Check this host: tokenizers, default data, GPU, and every isolation layer.
+
+    Exits 5 when something an evaluation needs is missing ("NO"); "--" marks optional
+    things this host lacks (a GPU, the llama tokenizer).
+
+    The isolation table comes from a real worker that applies each layer as an evaluation
+    would, so it shows what a record produced here will say.
+
+    \b
+    Example:
+      prism-eval doctor --profile official
+    """
+    from prism_eval.config import load_config
+    from prism_eval.doctor import diagnose, render
+
+    report = diagnose(load_config(profile), default_data_dir())
+    if as_json:
+        _emit(report.model_dump(mode="json"))
+    else:
+        click.echo(render(report), nl=False)
+    if not all(check.ok or check.optional for check in report.checks):
+        sys.exit(5)
+
+
 @main.group()
 def data() -> None:
     """Build and check locked data directories (MANIFEST.json + JSONL shards)."""

@@ -68,7 +68,9 @@ class JobSpec(_Message):
 
     type: Literal["job"] = "job"
     protocol: int = PROTOCOL_VERSION
-    job: Literal["probe", "train"]
+    job: Literal["probe", "train", "selftest"] = Field(
+        description="selftest applies the isolation, reports Ready and exits (doctor, bench)."
+    )
     bundle_dir: str
     architecture_file: str = Field(description="Path inside the bundle, e.g. architecture.py.")
     training_file: str

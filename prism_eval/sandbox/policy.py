@@ -73,7 +73,7 @@ def check_not_exposed(protected: Iterable[Path], granted: Iterable[str]) -> None
 
 
 def sandbox_spec(
-    job: Literal["probe", "train"],
+    job: Literal["probe", "train", "selftest"],
     config: EvalConfig,
     *,
     bundle_dir: Path,
