@@ -65,6 +65,12 @@ class EvalConfig(BaseModel):
         300.0, gt=0, description="Longest a worker may go without a message before it is killed."
     )
     prefetch_batches: int = Field(4, ge=1, le=64, description="Batches sent ahead of the worker.")
+    spot_check_rate: float = Field(
+        0.05,
+        ge=0.02,
+        le=1.0,
+        description="Share of scored batches that also get a causality check.",
+    )
     curve_points: int = Field(256, ge=2, le=4096, description="Points kept in the record's curve.")
     intake: IntakeLimits = Field(default_factory=IntakeLimits)
     memory_limit_mib: int = Field(8192, ge=256, description="Worker memory (cgroup; RLIMIT_AS).")

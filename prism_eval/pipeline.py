@@ -380,6 +380,7 @@ def build_record(
             float_buffer_elements=probe.float_buffer_elements if probe else None,
             wall_seconds=round(train.wall_seconds, 3),
             peak_memory_bytes=train.peak_memory_bytes,
+            spot_checks=train.spot_checks,
         )
         stream = StreamSummary(
             sha256=stream_sha256(figures),

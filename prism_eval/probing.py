@@ -8,6 +8,7 @@ shape against the batch it sent: (batch, seq, W) with W >= vocab, finite.
 
 from __future__ import annotations
 
+import secrets
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from prism_eval.config import EvalConfig
 from prism_eval.errors import Failed, PrismError, Rejected
 from prism_eval.protocol import (
+    CausalityCheck,
     Failure,
     JobSpec,
     LayerReport,
@@ -30,6 +32,10 @@ from prism_eval.sandbox.session import failure_error, lost_worker_error, start_j
 
 PROBE_BATCH = 2
 PROBE_SEQ = 16
+CAUSALITY_POSITIONS = 3
+WARM_CALLS = 32
+# Logits before j may move by float noise only: a leak of a future token moves them by O(1).
+CAUSALITY_TOLERANCE = 1e-4
 
 PROBE_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
     "import": (Rejected, "probe.import_failed", "importing the architecture script raised"),
@@ -51,9 +57,29 @@ class ProbeOutcome:
 
 
 def probe_tokens(seed: int, vocab_size: int, seq_len: int) -> np.ndarray:
-    """Random probe tokens, (PROBE_BATCH, seq_len) int32, from the supervisor's generator."""
+    """Probe input and perturbation source, (2, PROBE_BATCH, seq_len) int32, seeded."""
     generator = np.random.default_rng([seed, 0x9E0BE])
-    return generator.integers(0, vocab_size, size=(PROBE_BATCH, seq_len), dtype=np.int32)
+    return generator.integers(0, vocab_size, size=(2, PROBE_BATCH, seq_len), dtype=np.int32)
+
+
+def causality_positions(seq_len: int, count: int) -> list[int]:
+    """Positions j in 1..seq_len-1 to perturb from, drawn from an unpredictable source."""
+    rng = secrets.SystemRandom()
+    candidates = list(range(1, seq_len))
+    return sorted(rng.sample(candidates, min(count, len(candidates))))
+
+
+def check_causality(checks: list[CausalityCheck], where: str, rule_id: str) -> None:
+    """Reject when logits before a perturbed position moved beyond float noise."""
+    for check in checks:
+        if check.max_abs_diff > CAUSALITY_TOLERANCE * max(1.0, check.scale):
+            raise Rejected(
+                rule_id,
+                f"{where}: changing the tokens from position {check.position} on moved the "
+                f"logits before it by {check.max_abs_diff:.3g} ({check.mode.replace('_', ' ')})",
+                hint="the logits at position t may depend on tokens 0..t only: mask attention "
+                "causally and never mix information across time steps",
+            )
 
 
 def check_probe_report(report: ProbeReport, spec: JobSpec, seq_len: int) -> tuple[int, int, int]:
@@ -84,6 +110,7 @@ def check_probe_report(report: ProbeReport, spec: JobSpec, seq_len: int) -> tupl
         )
     if not report.logits_finite:
         raise Rejected("probe.nonfinite_logits", "the probe forward produced NaN or inf logits")
+    check_causality(report.causality, "probe", "probe.noncausal")
     if not report.deterministic:
         raise Rejected(
             "probe.nondeterministic",
@@ -98,7 +125,13 @@ def run_probe(spec: JobSpec, scratch_dir: Path, config: EvalConfig) -> ProbeOutc
     deadline = time.monotonic() + config.probe_timeout_s
     seq_len = min(PROBE_SEQ, spec.max_seq_len - 1)
     tokens = probe_tokens(spec.seed, spec.vocab_size, seq_len)
-    probe_input = (ProbeInput(batch_size=PROBE_BATCH, seq_len=seq_len), tokens.tobytes())
+    positions = causality_positions(seq_len, CAUSALITY_POSITIONS)
+    probe_input = (
+        ProbeInput(
+            batch_size=PROBE_BATCH, seq_len=seq_len, positions=positions, warm_calls=WARM_CALLS
+        ),
+        tokens.tobytes(),
+    )
     worker, ready, layers = start_job(
         spec,
         scratch_dir,

@@ -93,11 +93,18 @@ class JobSpec(_Message):
 
 
 class ProbeInput(_Message):
-    """Random tokens (body: int32, shape (batch, seq)) for the probe forward."""
+    """Probe tokens; body: int32 (2, batch, seq) — the input, then the perturbation source.
+
+    For each causality position j the worker replaces tokens from j on by the perturbation's
+    and compares the logits before j, in eval/no_grad, in train/grad, and again after
+    `warm_calls` more forwards.
+    """
 
     type: Literal["probe_input"] = "probe_input"
     batch_size: int
     seq_len: int
+    positions: list[int]
+    warm_calls: int
 
 
 class StreamAccepted(_Message):
@@ -117,12 +124,18 @@ class StreamRefused(_Message):
 
 
 class Batch(_Message):
-    """One batch of rows (body: int32, shape (rows, cols)); rows overlap by one token."""
+    """One batch of rows (body: int32, shape (rows, cols)); rows overlap by one token.
+
+    With `spot_check_position` j the body holds a second (rows, cols) array: after scoring,
+    the capture feeds the rows with tokens from j on taken from it and reports how much the
+    logits before j moved (a causality spot check on the live model).
+    """
 
     type: Literal["batch"] = "batch"
     index: int
     rows: int
     cols: int
+    spot_check_position: int | None = None
 
 
 class StreamEnd(_Message):
@@ -157,6 +170,20 @@ class Ready(_Message):
     isolation: list[LayerReport] = Field(max_length=32)
 
 
+class CausalityCheck(_Message):
+    """How far the logits before `position` moved when the tokens from it on changed."""
+
+    mode: Literal["eval_no_grad", "train_grad", "after_warm_calls"]
+    position: int
+    max_abs_diff: float = Field(ge=0)
+    scale: float = Field(ge=0, description="max |logit| of the unperturbed output")
+
+    @field_validator("max_abs_diff", "scale")
+    @classmethod
+    def _values_finite(cls, value: float) -> float:
+        return _finite(value)
+
+
 class ProbeReport(_Message):
     """What the probe saw: counts and the logits' shape."""
 
@@ -168,6 +195,7 @@ class ProbeReport(_Message):
     logits_shape: list[int] = Field(max_length=8)
     logits_finite: bool
     deterministic: bool
+    causality: list[CausalityCheck] = Field(max_length=64)
 
 
 class StreamOpen(_Message):
@@ -186,6 +214,7 @@ class BatchLoss(_Message):
     index: int = Field(ge=0)
     nats: float
     tokens: int = Field(ge=0)
+    spot_check: CausalityCheck | None = None
 
     @field_validator("nats")
     @classmethod

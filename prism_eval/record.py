@@ -133,6 +133,7 @@ class RunFigures(_Model):
     float_buffer_elements: int | None
     wall_seconds: float
     peak_memory_bytes: int | None = Field(None, description="The train worker's peak (cgroup).")
+    spot_checks: int = Field(0, description="Scored batches that also passed a causality check.")
 
 
 class StreamSummary(_Model):

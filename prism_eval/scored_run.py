@@ -11,14 +11,18 @@ from __future__ import annotations
 
 import collections
 import os
+import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from prism_eval.config import EvalConfig
 from prism_eval.data import Document
 from prism_eval.errors import Failed, PrismError, Rejected
+from prism_eval.probing import check_causality
 from prism_eval.protocol import (
     MAX_BODY_BYTES,
     Batch,
@@ -63,6 +67,7 @@ class TrainOutcome:
     ready: Ready | None = None
     isolation: list[LayerReport] = field(default_factory=list)
     peak_memory_bytes: int | None = None
+    spot_checks: int = 0
     batch_size: int = 0
     seq_len: int = 0
     figures: list[BatchFigures] = field(default_factory=list)
@@ -97,11 +102,23 @@ def check_geometry(request: StreamOpen, spec: JobSpec) -> None:
 class _StreamDriver:
     """Sends batches ahead of the worker and matches each loss to its batch."""
 
-    def __init__(self, worker: WorkerProcess, producer: BatchProducer, prefetch: int) -> None:
+    def __init__(
+        self,
+        worker: WorkerProcess,
+        producer: BatchProducer,
+        prefetch: int,
+        spot_rate: float,
+        vocab_size: int,
+    ) -> None:
         self.worker = worker
+        self.vocab_size = vocab_size
         self.producer = producer
         self.prefetch = prefetch
-        self.outstanding: collections.deque[PackedBatch] = collections.deque()
+        self.spot_rate = spot_rate
+        # The miner must not predict which batches are checked: a fresh secret per run.
+        self.secret = np.random.default_rng(secrets.randbits(128))
+        self.outstanding: collections.deque[tuple[PackedBatch, int | None]] = collections.deque()
+        self.spot_checks = 0
         self.ended = False
         self.worker_gone = False
 
@@ -120,8 +137,14 @@ class _StreamDriver:
                     return
                 rows, cols = batch.rows.shape
                 body = batch.rows.tobytes()
-                self.worker.send(Batch(index=batch.index, rows=rows, cols=cols), body)
-                self.outstanding.append(batch)
+                spot = None
+                if cols >= 3 and self.secret.random() < self.spot_rate:
+                    spot = int(self.secret.integers(1, cols - 1))  # a position of the inputs
+                    source = self.secret.integers(0, self.vocab_size, (rows, cols), np.int32)
+                    body += source.tobytes()
+                message = Batch(index=batch.index, rows=rows, cols=cols, spot_check_position=spot)
+                self.worker.send(message, body)
+                self.outstanding.append((batch, spot))
         except ChannelClosed:
             self.worker_gone = True
 
@@ -129,12 +152,17 @@ class _StreamDriver:
         """Match a loss to the oldest batch in flight; refuse anything else."""
         if not self.outstanding:
             raise ProtocolError(f"a loss for batch {loss.index}, which was not sent")
-        batch = self.outstanding.popleft()
+        batch, spot = self.outstanding.popleft()
         if loss.index != batch.index or loss.tokens != batch.predicted_tokens:
             raise ProtocolError(
                 f"loss for batch {loss.index} with {loss.tokens} tokens; expected batch "
                 f"{batch.index} with {batch.predicted_tokens} tokens"
             )
+        if spot is not None:
+            if loss.spot_check is None or loss.spot_check.position != spot:
+                raise ProtocolError(f"batch {batch.index} came back without its spot check")
+            check_causality([loss.spot_check], f"batch {batch.index}", "train.noncausal")
+            self.spot_checks += 1
         return BatchFigures(nats=loss.nats, tokens=batch.predicted_tokens, bytes=batch.bytes)
 
 
@@ -232,7 +260,9 @@ def run_training(
             tally=outcome.tally,
         )
         producer = BatchProducer(batches)
-        driver = _StreamDriver(worker, producer, config.prefetch_batches)
+        driver = _StreamDriver(
+            worker, producer, config.prefetch_batches, config.spot_check_rate, spec.vocab_size
+        )
         scored_bytes, running_nats = 0, 0.0
         while True:
             driver.fill(outcome.tally)
@@ -243,6 +273,7 @@ def run_training(
                 raise ProtocolError(f"unexpected {message.type} during the stream")
             figures = driver.accept(message)
             outcome.figures.append(figures)
+            outcome.spot_checks = driver.spot_checks
             scored_bytes += figures.bytes
             running_nats += figures.nats
             progress(scored_bytes, running_nats, time.monotonic() - started)

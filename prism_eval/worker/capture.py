@@ -26,6 +26,7 @@ from prism_eval.protocol import (
     StreamOpen,
     StreamRefused,
 )
+from prism_eval.worker.causality import check_positions
 from prism_eval.worker.channel import Channel
 
 # Bound the float32 copy of the logits: a gpt2-width batch would otherwise need gigabytes.
@@ -134,8 +135,12 @@ class ScoredStream:
                 return
             if not isinstance(message, Batch):
                 raise RuntimeError(f"unexpected supervisor message {message.type}")
-            array = self._channel.receive_tokens(message.rows, message.cols, body)
-            rows = torch.from_numpy(array.astype(np.int64)).to(self._device)  # (batch, seq)
+            spot = message.spot_check_position
+            arrays = self._channel.receive_tokens(
+                message.rows * (1 if spot is None else 2), message.cols, body
+            )
+            both = torch.from_numpy(arrays.astype(np.int64)).to(self._device)
+            rows = both[: message.rows]  # (batch, seq)
             try:
                 nats = batch_nats(model, rows, self._vocab_size)
             except CaptureError as exc:
@@ -151,7 +156,16 @@ class ScoredStream:
             if not math.isfinite(nats):
                 self._channel.send(NonFiniteLoss(index=message.index))
                 raise FloatingPointError(f"the loss of batch {message.index} is not finite")
+            check = None
+            if spot is not None:  # before the miner trains on this batch, like the loss
+                source = both[message.rows :]
+                inputs = rows[:, :-1]
+                check = check_positions(
+                    model, inputs, source[:, :-1], [spot], "eval_no_grad", message.index
+                )[0]
             tokens = message.rows * (message.cols - 1)
-            self._channel.send(BatchLoss(index=message.index, nats=nats, tokens=tokens))
+            self._channel.send(
+                BatchLoss(index=message.index, nats=nats, tokens=tokens, spot_check=check)
+            )
             self.consumed += 1
             yield rows

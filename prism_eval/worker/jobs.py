@@ -18,6 +18,7 @@ import torch
 
 from prism_eval.protocol import Failure, JobSpec, ProbeInput, ProbeReport, TrainDone
 from prism_eval.worker.capture import ScoredStream
+from prism_eval.worker.causality import probe_causality
 from prism_eval.worker.channel import Channel
 from prism_eval.worker.context import PrismContext
 from prism_eval.worker.loader import load_build_model, load_script
@@ -99,8 +100,9 @@ def run_probe(channel: Channel, spec: JobSpec) -> None:
     params, buffers = _count(model)
     message, body = channel.receive()
     assert isinstance(message, ProbeInput)
-    tokens = channel.receive_tokens(message.batch_size, message.seq_len, body)
-    inputs = torch.from_numpy(tokens.astype("int64")).to(spec.device)  # (batch, seq)
+    arrays = channel.receive_tokens(2 * message.batch_size, message.seq_len, body)
+    both = torch.from_numpy(arrays.astype("int64")).to(spec.device)  # (2 * batch, seq)
+    inputs, source = both[: message.batch_size], both[message.batch_size :]
     with reporting(channel, "probe_forward"):
         model.eval()
         with torch.no_grad():
@@ -111,6 +113,12 @@ def run_probe(channel: Channel, spec: JobSpec) -> None:
                 f"the model returned {type(first).__name__}; it must return a logits tensor "
                 "(batch, seq, vocab)"
             )
+        shape_ok = first.dim() == 3 and tuple(first.shape[:2]) == tuple(inputs.shape)
+        causality = (
+            probe_causality(model, inputs, source, message.positions, message.warm_calls, spec.seed)
+            if shape_ok
+            else []
+        )
     params_after, buffers_after = _count(model)
     channel.send(
         ProbeReport(
@@ -121,6 +129,7 @@ def run_probe(channel: Channel, spec: JobSpec) -> None:
             logits_shape=list(first.shape)[:8],
             logits_finite=bool(torch.isfinite(first).all()),
             deterministic=first.shape == second.shape and bool(torch.equal(first, second)),
+            causality=causality,
         )
     )
 

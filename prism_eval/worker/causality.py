@@ -1,0 +1,93 @@
+"""Worker (sandboxed): causality checks — change the future, the past's logits must not move.
+
+For a position j, the tokens from j on are replaced by other tokens; a causal model's logits
+at positions < j (which predict tokens <= j) must stay the same. Run in eval mode under
+no_grad (how the capture scores), in train mode with grad (with the RNG re-seeded before each
+forward so dropout draws the same masks), and again after the model has been called many
+times (a model that turns on a leak only later). The supervisor judges the reported diffs.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Literal
+
+import torch
+
+from prism_eval.protocol import CausalityCheck
+
+Mode = Literal["eval_no_grad", "train_grad", "after_warm_calls"]
+_LARGE = 1e30  # reported instead of NaN/inf, so a broken output still reads as a violation
+
+
+def _forward(model: torch.nn.Module, tokens: torch.Tensor, train: bool, seed: int) -> torch.Tensor:
+    was_training = model.training
+    model.train(train)
+    try:
+        # fork_rng: a check never moves the training RNG, so runs stay reproducible.
+        devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=devices), torch.set_grad_enabled(train):
+            torch.manual_seed(seed)
+            output = model(tokens)
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"the model returned {type(output).__name__}, not a logits tensor")
+        return output.detach().float()  # (batch, seq, width)
+    finally:
+        model.train(was_training)
+
+
+def perturb_from(tokens: torch.Tensor, source: torch.Tensor, position: int) -> torch.Tensor:
+    """`tokens` with every position from `position` on taken from `source`."""
+    changed = tokens.clone()
+    changed[:, position:] = source[:, position:]
+    return changed
+
+
+def compare_before(
+    base: torch.Tensor, changed: torch.Tensor, position: int, mode: Mode
+) -> CausalityCheck:
+    """The check for one position: how far logits at positions < `position` moved."""
+    if base.shape != changed.shape:
+        return CausalityCheck(mode=mode, position=position, max_abs_diff=_LARGE, scale=0.0)
+    diff = float((changed[:, :position] - base[:, :position]).abs().max())
+    scale = float(base[:, :position].abs().max())
+    return CausalityCheck(
+        mode=mode,
+        position=position,
+        max_abs_diff=diff if math.isfinite(diff) else _LARGE,
+        scale=scale if math.isfinite(scale) else _LARGE,
+    )
+
+
+def check_positions(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    source: torch.Tensor,
+    positions: list[int],
+    mode: Mode,
+    seed: int,
+) -> list[CausalityCheck]:
+    """One check per position, in one mode."""
+    train = mode == "train_grad"
+    base = _forward(model, tokens, train, seed)
+    return [
+        compare_before(base, _forward(model, perturb_from(tokens, source, j), train, seed), j, mode)
+        for j in positions
+    ]
+
+
+def probe_causality(
+    model: torch.nn.Module,
+    tokens: torch.Tensor,
+    source: torch.Tensor,
+    positions: list[int],
+    warm_calls: int,
+    seed: int,
+) -> list[CausalityCheck]:
+    """Every mode the probe checks, in order: eval, train, then again after warm calls."""
+    checks = check_positions(model, tokens, source, positions, "eval_no_grad", seed)
+    checks += check_positions(model, tokens, source, positions, "train_grad", seed)
+    for _ in range(warm_calls):
+        _forward(model, tokens, False, seed)
+    checks += check_positions(model, tokens, source, positions, "after_warm_calls", seed)
+    return checks
