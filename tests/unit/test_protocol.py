@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -128,9 +129,13 @@ def test_frame_split_across_many_small_sends_is_reassembled(
 ) -> None:
     sender, receiver = pair
     message = BatchLoss(index=1, nats=2.5, tokens=9)
-    for byte in encode_frame(message):
-        sender.sendall(bytes([byte]))
+    # One byte per send costs a socket buffer each: send from a thread while reading.
+    feeder = threading.Thread(
+        target=lambda: [sender.sendall(bytes([byte])) for byte in encode_frame(message)]
+    )
+    feeder.start()
     header, body = read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
+    feeder.join()
     assert parse_worker_message(header, body) == message
 
 
