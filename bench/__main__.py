@@ -23,7 +23,8 @@ import torch.nn.functional as F
 
 from prism_eval.config import load_config
 from prism_eval.data import iter_documents, verify_data_dir
-from prism_eval.pipeline import RunRequest, evaluate
+from prism_eval.evaluation import evaluate
+from prism_eval.pipeline import RunRequest
 from prism_eval.stream import StreamTally, pack_batches
 from prism_eval.tokenizers import load_tokenizer
 from prism_eval.worker.capture import batch_nats

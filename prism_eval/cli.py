@@ -108,7 +108,8 @@ def run(
       prism-eval run examples/bundles/ok_tiny_transformer --byte-budget 65536 --out out/
     """
     from prism_eval.attest import signed_record_bytes
-    from prism_eval.pipeline import RunRequest, evaluate, load_request_config
+    from prism_eval.evaluation import evaluate
+    from prism_eval.pipeline import RunRequest, load_request_config
 
     config, config_error = load_request_config(
         profile,

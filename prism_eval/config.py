@@ -73,6 +73,29 @@ class EvalConfig(BaseModel):
     )
     curve_points: int = Field(256, ge=2, le=4096, description="Points kept in the record's curve.")
     intake: IntakeLimits = Field(default_factory=IntakeLimits)
+    audit_recent_batches: int = Field(
+        4, ge=1, description="Last scored batches the referee redoes."
+    )
+    audit_replay_rel_tol: float = Field(
+        1e-5, ge=0, description="Step-0 replay: allowed relative difference (same device class)."
+    )
+    audit_final_rel_tol: float = Field(
+        0.25, ge=0, description="Final weights may score this much worse than the online losses."
+    )
+    audit_final_abs_tol_bpb: float = Field(0.25, ge=0, description="…plus this many bpb.")
+    heldout_byte_budget: int = Field(
+        64 * 1024, ge=1, description="Held-out bytes the referee scores."
+    )
+    score_tie_epsilon_bpb: float = Field(
+        1e-4, ge=0, description="Largest bpb the held-out tie-break can move a score by."
+    )
+    score_gap_threshold_bpb: float = Field(
+        1.0, ge=0, description="Held-out minus train bpb beyond which memorization is penalized."
+    )
+    score_gap_multiplier: float = Field(0.5, ge=0, le=1, description="The memorization penalty.")
+    score_anomaly_heldout_delta_bpb: float = Field(
+        -0.5, description="A trained model this much worse than its untrained twin scores zero."
+    )
     memory_limit_mib: int = Field(8192, ge=256, description="Worker memory (cgroup; RLIMIT_AS).")
     pids_limit: int = Field(512, ge=16, description="Processes and threads a worker may run.")
     open_files_limit: int = Field(4096, ge=64, description="RLIMIT_NOFILE of a worker.")

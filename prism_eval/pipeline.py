@@ -9,22 +9,18 @@ train stages run it in worker processes.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from prism_eval import __version__
-from prism_eval.attest import resolve_signing_key, sign_record, write_outputs
+from prism_eval.audit import AuditOutcome, run_audit
 from prism_eval.bundle import Bundle, load_bundle
 from prism_eval.config import EvalConfig, load_config
 from prism_eval.contract import Contract, check_contract
 from prism_eval.data import DataManifest, iter_documents, manifest_sha256, verify_data_dir
-from prism_eval.environment import describe_environment, evaluator_identity, isolation_record
 from prism_eval.errors import EvaluatorError, Failed, PrismError, Rejected, Status
 from prism_eval.lint import lint_bundle, raise_on_findings
 from prism_eval.probing import ProbeOutcome, run_probe
@@ -33,29 +29,21 @@ from prism_eval.protocol import JobSpec, LayerReport
 from prism_eval.record import (
     Artifacts,
     DataRef,
-    Inputs,
     Reason,
-    Record,
-    RunFigures,
     Score,
-    SignedRecord,
-    Signer,
     StageResult,
     StageStatus,
-    StreamSummary,
-    Subject,
-    TokenizerRef,
 )
 from prism_eval.sandbox.policy import prepare_worker_dirs, sandbox_spec
 from prism_eval.scored_run import TrainOutcome, run_training
 from prism_eval.scoring import (
     SCORING_VERSION,
+    ScoringRules,
     bits_per_byte,
-    final_score,
-    learning_curve,
-    stream_sha256,
+    rank_score,
     total_nats,
 )
+from prism_eval.stream import PackedBatch, StreamTally, pack_batches
 from prism_eval.tokenizers import Tokenizer, load_tokenizer
 from prism_eval.weights import read_final_weights
 
@@ -115,6 +103,8 @@ class Evaluation:
         self.work_dir = work_dir
         self.stages: list[StageResult] = []
         self.manifest: DataManifest | None = None
+        self.heldout_manifest: DataManifest | None = None
+        self.audit: AuditOutcome | None = None
         self.data: DataRef | None = None
         self.heldout: DataRef | None = None
         self.bundle: Bundle | None = None
@@ -135,8 +125,8 @@ class Evaluation:
         self.manifest = verify_data_dir(self.request.data_dir, ["train"])
         self.data = _data_ref(self.request.data_dir, self.manifest, "train")
         if self.request.heldout_dir is not None:
-            heldout_manifest = verify_data_dir(self.request.heldout_dir, [HELDOUT_SPLIT])
-            self.heldout = _data_ref(self.request.heldout_dir, heldout_manifest, HELDOUT_SPLIT)
+            self.heldout_manifest = verify_data_dir(self.request.heldout_dir, [HELDOUT_SPLIT])
+            self.heldout = _data_ref(self.request.heldout_dir, self.heldout_manifest, HELDOUT_SPLIT)
         elif self.config.heldout_required:
             raise EvaluatorError(
                 "inputs.heldout_required",
@@ -208,8 +198,9 @@ class Evaluation:
         return note
 
     def stage_audit(self) -> str:
-        """Read back the scored model's weights (the referee arrives with the audit work)."""
-        assert self.probe is not None
+        """Read back the saved weights, then the referee: step 0, final state, held-out."""
+        assert self.probe is not None and self.train is not None
+        assert self.train.first is not None and self.tokenizer is not None
         cap = 8 * self.config.max_params + (1 << 26)
         self.artifacts = read_final_weights(self._artifacts_dir() / "final.safetensors", cap)
         if self.artifacts.elements < self.probe.params:
@@ -218,7 +209,37 @@ class Evaluation:
                 f"final.safetensors holds {self.artifacts.elements:,} elements, fewer than the "
                 f"model's {self.probe.params:,} parameters",
             )
-        return f"final.safetensors: {self.artifacts.tensors} tensors"
+        heldout: list[PackedBatch] = []
+        if self.request.heldout_dir is not None and self.heldout_manifest is not None:
+            documents = iter_documents(
+                self.request.heldout_dir, self.heldout_manifest, HELDOUT_SPLIT
+            )
+            heldout = list(
+                pack_batches(
+                    documents,
+                    self.tokenizer,
+                    batch_size=self.train.batch_size,
+                    seq_len=self.train.seq_len,
+                    byte_budget=self.config.heldout_byte_budget,
+                    tally=StreamTally(),
+                )
+            )
+        self.audit = run_audit(
+            self._job_spec("audit"),
+            self._scratch("audit"),
+            self.config,
+            first=self.train.first,
+            recent=list(self.train.recent),
+            heldout=heldout,
+        )
+        figures = self.audit.figures
+        note = (
+            f"step 0 replayed; last {figures.recent_batches} batches "
+            f"{figures.recent_final_bpb:.3f} bpb with the saved weights"
+        )
+        if figures.heldout_trained_bpb is not None:
+            note += f"; held-out {figures.heldout_trained_bpb:.3f} bpb"
+        return note
 
     def stage_score(self) -> str:
         """Prequential bits per byte over the scored stream (scoring.py)."""
@@ -228,8 +249,22 @@ class Evaluation:
         if scored_bytes == 0:
             raise Failed("score.no_bytes", "the scored batches covered no bytes of text")
         bpb = bits_per_byte(total_nats(figures), scored_bytes)
-        self.score = Score(bpb=bpb, final_score=final_score(bpb), scoring_version=SCORING_VERSION)
-        return f"bpb {bpb:.4f} over {scored_bytes:,} bytes"
+        delta = gap = None
+        audit = self.audit.figures if self.audit else None
+        if audit and audit.heldout_trained_bpb is not None and audit.heldout_twin_bpb is not None:
+            delta = audit.heldout_twin_bpb - audit.heldout_trained_bpb
+            gap = audit.heldout_trained_bpb - audit.recent_final_bpb
+        rules = ScoringRules.model_validate(self.config.model_dump())
+        final, multipliers = rank_score(bpb, delta, gap, rules)
+        self.score = Score(
+            bpb=bpb,
+            final_score=final,
+            heldout_delta=delta,
+            gap=gap,
+            multipliers=multipliers,
+            scoring_version=SCORING_VERSION,
+        )
+        return f"bpb {bpb:.4f} over {scored_bytes:,} bytes; final score {final:.6f}"
 
     # ---- plumbing -----------------------------------------------------------------------
 
@@ -252,7 +287,7 @@ class Evaluation:
             paths.append(self.request.key_path)
         return paths
 
-    def _job_spec(self, job: Literal["probe", "train"]) -> JobSpec:
+    def _job_spec(self, job: Literal["probe", "train", "audit"]) -> JobSpec:
         assert self.bundle is not None and self.contract is not None
         assert self.tokenizer is not None
         config = self.config
@@ -351,113 +386,3 @@ class Evaluation:
                     seconds=0.0,
                 )
             )  # fmt: skip
-
-
-def _utc_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-
-
-def build_record(
-    evaluation: Evaluation, status: Status, reason: Reason, started_at: str, signer: Signer
-) -> Record:
-    """Assemble the record from what the stages established (no I/O)."""
-    request, config = evaluation.request, evaluation.config
-    bundle, train, probe = evaluation.bundle, evaluation.train, evaluation.probe
-    tokenizer = evaluation.tokenizer
-    run = stream = None
-    if train is not None and train.figures:
-        figures = train.figures
-        run = RunFigures(
-            batch_size=train.batch_size,
-            seq_len=train.seq_len,
-            batches=len(figures),
-            tokens=sum(f.tokens for f in figures),
-            bytes=sum(f.bytes for f in figures),
-            documents=train.tally.documents,
-            empty_documents=train.tally.empty_documents,
-            stopped_by=train.tally.stopped_by or "data_exhausted",
-            model_params=probe.params if probe else None,
-            float_buffer_elements=probe.float_buffer_elements if probe else None,
-            wall_seconds=round(train.wall_seconds, 3),
-            peak_memory_bytes=train.peak_memory_bytes,
-            spot_checks=train.spot_checks,
-        )
-        stream = StreamSummary(
-            sha256=stream_sha256(figures),
-            batches=len(figures),
-            nats=total_nats(figures),
-            tokens=run.tokens,
-            bytes=run.bytes,
-            curve=learning_curve(figures, config.curve_points),
-        )
-    return Record(
-        status=status,
-        reason=reason,
-        subject=Subject(
-            bundle_sha256=bundle.sha256 if bundle else None,
-            files=list(bundle.files) if bundle else [],
-            source=request.bundle.name,
-        ),
-        inputs=None
-        if request.config_error
-        else Inputs(
-            data=evaluation.data,
-            heldout=evaluation.heldout,
-            tokenizer=(
-                TokenizerRef(
-                    name=tokenizer.name,
-                    vocab_size=tokenizer.vocab_size,
-                    bos_id=tokenizer.bos_id,
-                    fingerprint=tokenizer.fingerprint,
-                )
-                if tokenizer
-                else None
-            ),
-            seed=config.seed,
-            config=config.model_dump(mode="json"),
-            config_sha256=config.sha256(),
-        ),
-        evaluator=evaluator_identity(__version__),
-        environment=describe_environment(probe.ready if probe else None),
-        isolation=isolation_record(evaluation.isolation),
-        stages=evaluation.stages,
-        run=run,
-        stream=stream,
-        score=evaluation.score if status == "scored" else None,
-        artifacts=evaluation.artifacts,
-        signer=signer,
-        started_at=started_at,
-        finished_at=_utc_now(),
-    )
-
-
-def evaluate(request: RunRequest, environ: dict[str, str]) -> SignedRecord:
-    """Run every stage and return the signed record, for every outcome.
-
-    The signing key is resolved first: a bad key is the operator's error and there would be
-    nothing to sign with, so it raises instead of producing a record.
-    """
-    identity = resolve_signing_key(request.key_path, environ)
-    started_at = _utc_now()
-    with tempfile.TemporaryDirectory(prefix="prism-eval-") as work:
-        evaluation = Evaluation(request, Path(work))
-        status, reason = evaluation.run_stages()
-        assembling = time.monotonic()
-        evaluation.stages.append(
-            StageResult(
-                name="record",
-                status="passed",
-                message=f"signed by a{'n ephemeral' if identity.mode == 'ephemeral' else ''} key",
-                seconds=round(time.monotonic() - assembling, 3),
-            )
-        )
-        record = build_record(evaluation, status, reason, started_at, identity.signer())
-        signed = sign_record(record, identity)
-        if request.out_dir is not None:
-            write_outputs(
-                request.out_dir,
-                signed,
-                evaluation.train.figures if evaluation.train else [],
-                Path(work) / "artifacts" / "final.safetensors" if evaluation.artifacts else None,
-            )
-    return signed

@@ -68,7 +68,7 @@ class JobSpec(_Message):
 
     type: Literal["job"] = "job"
     protocol: int = PROTOCOL_VERSION
-    job: Literal["probe", "train", "selftest"] = Field(
+    job: Literal["probe", "train", "audit", "selftest"] = Field(
         description="selftest applies the isolation, reports Ready and exits (doctor, bench)."
     )
     bundle_dir: str
@@ -105,6 +105,26 @@ class ProbeInput(_Message):
     seq_len: int
     positions: list[int]
     warm_calls: int
+
+
+class AuditBatch(_Message):
+    """Rows for the referee (body: int32 (rows, cols)); `role` says which model scores them.
+
+    replay: the forced-init twin (step-0 replay); recent: the saved weights (final
+    consistency); heldout: both.
+    """
+
+    type: Literal["audit_batch"] = "audit_batch"
+    role: Literal["replay", "recent", "heldout"]
+    index: int
+    rows: int
+    cols: int
+
+
+class AuditEnd(_Message):
+    """No more audit batches."""
+
+    type: Literal["audit_end"] = "audit_end"
 
 
 class StreamAccepted(_Message):
@@ -146,7 +166,14 @@ class StreamEnd(_Message):
 
 
 SupervisorMessage = Annotated[
-    JobSpec | ProbeInput | StreamAccepted | StreamRefused | Batch | StreamEnd,
+    JobSpec
+    | ProbeInput
+    | StreamAccepted
+    | StreamRefused
+    | Batch
+    | StreamEnd
+    | AuditBatch
+    | AuditEnd,
     Field(discriminator="type"),
 ]
 
@@ -222,6 +249,27 @@ class BatchLoss(_Message):
         return _finite(value)
 
 
+class AuditLoss(_Message):
+    """The referee's summed nats for one audit batch, per model that scored it."""
+
+    type: Literal["audit_loss"] = "audit_loss"
+    role: Literal["replay", "recent", "heldout"]
+    index: int = Field(ge=0)
+    twin_nats: float | None
+    trained_nats: float | None
+
+    @field_validator("twin_nats", "trained_nats")
+    @classmethod
+    def _nats_finite(cls, value: float | None) -> float | None:
+        return None if value is None else _finite(value)
+
+
+class AuditDone(_Message):
+    """Every audit batch was scored."""
+
+    type: Literal["audit_done"] = "audit_done"
+
+
 class TrainDone(_Message):
     """`train(ctx)` returned and the scored model was saved."""
 
@@ -234,7 +282,15 @@ class Failure(_Message):
 
     type: Literal["failure"] = "failure"
     where: Literal[
-        "import", "build_model", "not_a_module", "probe_forward", "train", "capture", "save"
+        "import",
+        "build_model",
+        "not_a_module",
+        "probe_forward",
+        "train",
+        "capture",
+        "save",
+        "load_weights",
+        "audit_forward",
     ]
     exc_type: str = Field(max_length=256)
     message: str = Field(max_length=4096)
@@ -249,7 +305,15 @@ class NonFiniteLoss(_Message):
 
 
 WorkerMessage = Annotated[
-    Ready | ProbeReport | StreamOpen | BatchLoss | TrainDone | Failure | NonFiniteLoss,
+    Ready
+    | ProbeReport
+    | StreamOpen
+    | BatchLoss
+    | TrainDone
+    | Failure
+    | NonFiniteLoss
+    | AuditLoss
+    | AuditDone,
     Field(discriminator="type"),
 ]
 

@@ -147,6 +147,19 @@ class StreamSummary(_Model):
     curve: list[CurvePoint]
 
 
+class AuditFigures(_Model):
+    """What the referee recomputed from the bundle's architecture and the saved weights."""
+
+    step0_reported_nats: float = Field(description="Batch 0's loss as the stream reported it.")
+    step0_replayed_nats: float = Field(description="Batch 0's loss from the forced-init twin.")
+    recent_batches: int = Field(description="Last scored batches redone with the saved weights.")
+    recent_online_bpb: float = Field(description="Their bpb as reported during training.")
+    recent_final_bpb: float = Field(description="Their bpb under the saved weights.")
+    heldout_bytes: int | None = None
+    heldout_twin_bpb: float | None = None
+    heldout_trained_bpb: float | None = None
+
+
 class Score(_Model):
     """The score, recomputable from `stream` alone (see scoring.py)."""
 
@@ -191,6 +204,7 @@ class Record(_Model):
     stream: StreamSummary | None
     score: Score | None
     artifacts: Artifacts | None
+    audit: AuditFigures | None = None
     signer: Signer
     started_at: str
     finished_at: str

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from prism_eval.audit import ScoredBatch
 from prism_eval.config import EvalConfig
 from prism_eval.data import Document
 from prism_eval.errors import Failed, PrismError, Rejected
@@ -73,6 +74,16 @@ class TrainOutcome:
     figures: list[BatchFigures] = field(default_factory=list)
     tally: StreamTally = field(default_factory=StreamTally)
     wall_seconds: float = 0.0
+    first: ScoredBatch | None = None
+    recent: collections.deque[ScoredBatch] = field(default_factory=collections.deque)
+
+    def keep_for_audit(self, scored: ScoredBatch, recent_count: int) -> None:
+        """Keep batch 0 and the last `recent_count` batches for the referee."""
+        if self.first is None:
+            self.first = scored
+        self.recent.append(scored)
+        while len(self.recent) > recent_count:
+            self.recent.popleft()
 
 
 def check_geometry(request: StreamOpen, spec: JobSpec) -> None:
@@ -148,7 +159,7 @@ class _StreamDriver:
         except ChannelClosed:
             self.worker_gone = True
 
-    def accept(self, loss: BatchLoss) -> BatchFigures:
+    def accept(self, loss: BatchLoss) -> tuple[PackedBatch, BatchFigures]:
         """Match a loss to the oldest batch in flight; refuse anything else."""
         if not self.outstanding:
             raise ProtocolError(f"a loss for batch {loss.index}, which was not sent")
@@ -163,7 +174,8 @@ class _StreamDriver:
                 raise ProtocolError(f"batch {batch.index} came back without its spot check")
             check_causality([loss.spot_check], f"batch {batch.index}", "train.noncausal")
             self.spot_checks += 1
-        return BatchFigures(nats=loss.nats, tokens=batch.predicted_tokens, bytes=batch.bytes)
+        figures = BatchFigures(nats=loss.nats, tokens=batch.predicted_tokens, bytes=batch.bytes)
+        return batch, figures
 
 
 def _await(
@@ -271,7 +283,8 @@ def run_training(
                 break
             if not isinstance(message, BatchLoss):
                 raise ProtocolError(f"unexpected {message.type} during the stream")
-            figures = driver.accept(message)
+            batch, figures = driver.accept(message)
+            outcome.keep_for_audit(ScoredBatch(batch, figures.nats), config.audit_recent_batches)
             outcome.figures.append(figures)
             outcome.spot_checks = driver.spot_checks
             scored_bytes += figures.bytes

@@ -56,6 +56,43 @@ def final_score(bpb: float) -> float:
     return 1.0 / (1.0 + bpb)
 
 
+class ScoringRules(BaseModel):
+    """The constants of the final score (config keys score_*; docs/scoring.md)."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    score_tie_epsilon_bpb: float = 1e-4
+    score_gap_threshold_bpb: float = 1.0
+    score_gap_multiplier: float = 0.5
+    score_anomaly_heldout_delta_bpb: float = -0.5
+
+
+def tie_break(heldout_delta: float | None) -> float:
+    """A held-out improvement mapped into [0, 1): d / (1 + d) for d > 0, else 0."""
+    if heldout_delta is None or heldout_delta <= 0:
+        return 0.0
+    return heldout_delta / (1.0 + heldout_delta)
+
+
+def rank_score(
+    bpb: float, heldout_delta: float | None, gap: float | None, rules: ScoringRules
+) -> tuple[float, dict[str, float]]:
+    """The final score and the multipliers applied (see docs/scoring.md).
+
+    The tie-break lowers bpb by at most `score_tie_epsilon_bpb`, and 1/(1+x) is decreasing,
+    so two runs whose bpb differ by more than that epsilon keep their order.
+    """
+    score = final_score(bpb - rules.score_tie_epsilon_bpb * tie_break(heldout_delta))
+    multipliers: dict[str, float] = {}
+    if gap is not None and gap > rules.score_gap_threshold_bpb:
+        multipliers["memorization"] = rules.score_gap_multiplier
+    if heldout_delta is not None and heldout_delta < rules.score_anomaly_heldout_delta_bpb:
+        multipliers["anomaly"] = 0.0
+    for factor in multipliers.values():
+        score *= factor
+    return score, multipliers
+
+
 def total_nats(figures: Sequence[BatchFigures]) -> float:
     """Exactly rounded sum of the batches' nats."""
     return math.fsum(f.nats for f in figures)

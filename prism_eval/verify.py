@@ -19,7 +19,14 @@ from pydantic import ValidationError
 
 from prism_eval.errors import VerificationFailed
 from prism_eval.record import PAYLOAD_TYPE, Record, SignedRecord, record_to_json, statement_bytes
-from prism_eval.scoring import BatchFigures, bits_per_byte, final_score, stream_sha256, total_nats
+from prism_eval.scoring import (
+    BatchFigures,
+    ScoringRules,
+    bits_per_byte,
+    rank_score,
+    stream_sha256,
+    total_nats,
+)
 from prism_eval.signing import load_public_key, public_key_from_raw_b64, verify_signature
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024
@@ -87,8 +94,13 @@ def check_consistency(record: Record) -> None:
         bpb = bits_per_byte(stream.nats, stream.bytes)
         if bpb != score.bpb:
             raise _mismatch("score.bpb", score.bpb, bpb)
-        if final_score(bpb) != score.final_score:
-            raise _mismatch("score.final_score", score.final_score, final_score(bpb))
+        config = record.inputs.config if record.inputs else {}
+        rules = ScoringRules.model_validate(config)
+        final, multipliers = rank_score(bpb, score.heldout_delta, score.gap, rules)
+        if final != score.final_score:
+            raise _mismatch("score.final_score", score.final_score, final)
+        if multipliers != score.multipliers:
+            raise _mismatch("score.multipliers", score.multipliers, multipliers)
         for name in ("batches", "tokens", "bytes"):
             if getattr(run, name) != getattr(stream, name):
                 raise _mismatch(f"run.{name}", getattr(run, name), getattr(stream, name))

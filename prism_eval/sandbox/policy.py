@@ -73,7 +73,7 @@ def check_not_exposed(protected: Iterable[Path], granted: Iterable[str]) -> None
 
 
 def sandbox_spec(
-    job: Literal["probe", "train", "selftest"],
+    job: Literal["probe", "train", "audit", "selftest"],
     config: EvalConfig,
     *,
     bundle_dir: Path,
@@ -85,6 +85,8 @@ def sandbox_spec(
     """The isolation a worker for `job` applies to itself."""
     runtime = runtime_read_paths()
     read_paths = [*runtime, *SYSTEM_READ_PATHS, str(bundle_dir)]
+    if job == "audit":  # the referee reads the saved weights, never writes there
+        read_paths.append(str(artifacts_dir))
     if readable_data_dir is not None:
         read_paths.append(str(readable_data_dir))
     write_paths = [str(scratch_dir)] + ([str(artifacts_dir)] if job == "train" else [])

@@ -34,6 +34,7 @@ def main() -> int:
     from prism_eval.worker.context import install_reference_alias
     from prism_eval.worker.jobs import JobAborted, run_probe, run_train
     from prism_eval.worker.loader import apply_determinism
+    from prism_eval.worker.referee import run_audit
 
     flags = apply_determinism(spec.seed, spec.device, spec.threads)
     # CUDA initializes (driver, ioctls, memfds) before the filter, never under it.
@@ -54,6 +55,8 @@ def main() -> int:
     try:
         if spec.job == "probe":
             run_probe(channel, spec)
+        elif spec.job == "audit":
+            run_audit(channel, spec)
         else:
             run_train(channel, spec)
     except JobAborted:

@@ -23,7 +23,16 @@ from prism_eval.worker.channel import Channel
 from prism_eval.worker.context import PrismContext
 from prism_eval.worker.loader import load_build_model, load_script
 
-Where = Literal["import", "build_model", "not_a_module", "probe_forward", "train", "save"]
+Where = Literal[
+    "import",
+    "build_model",
+    "not_a_module",
+    "probe_forward",
+    "train",
+    "save",
+    "load_weights",
+    "audit_forward",
+]
 
 
 class JobAborted(Exception):

@@ -75,7 +75,6 @@ CASES = [
     ("g = globals()\n", "lint.dynamic_code", 3),
     ("v = vars(ctx)\n", "lint.dynamic_code", 3),
     ("breakpoint()\n", "lint.dynamic_code", 3),
-    ("f = open('/data/train.jsonl')\n", "lint.file_access", 3),
     ("import os\nos.remove('x')\n", "lint.file_access", 4),
     ("import os\nfd = os.open('x', 0)\n", "lint.file_access", 4),
     ("import shutil\n", "lint.file_access", 3),
@@ -295,3 +294,18 @@ def test_raise_on_findings_summarizes_and_caps_evidence() -> None:
 )
 def test_reference_table_matches_names_and_prefixes(name: str, rule_id: str | None) -> None:
     assert match_reference(name) == rule_id
+
+
+def test_open_is_flagged_in_the_architecture_but_allowed_in_the_training_loop(
+    tmp_path: Path,
+) -> None:
+    findings = lint_files(
+        tmp_path,
+        {
+            "architecture.py": "f = open('/data/train.jsonl')\n" + ARCH,
+            "training.py": TRAIN_HEAD + "with open('checkpoint.txt', 'w') as out:\n    pass\n",
+        },
+    )
+    assert [(f.path, f.rule_id, f.line) for f in findings] == [
+        ("architecture.py", "lint.file_access", 1)
+    ]

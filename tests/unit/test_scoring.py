@@ -13,10 +13,13 @@ from pydantic import ValidationError
 
 from prism_eval.scoring import (
     BatchFigures,
+    ScoringRules,
     bits_per_byte,
     final_score,
     learning_curve,
+    rank_score,
     stream_sha256,
+    tie_break,
     total_nats,
 )
 
@@ -209,3 +212,43 @@ def test_learning_curve_is_bounded_and_ends_at_the_totals(
         prefix = figures[: point.batch]
         assert point.bytes == sum(f.bytes for f in prefix)
         assert point.bpb == bits_per_byte(total_nats(prefix), point.bytes)
+
+
+# ---- the final score's rules (docs/scoring.md) ---------------------------------------------
+
+RULES = ScoringRules()
+
+
+def test_without_heldout_the_final_score_is_one_over_one_plus_bpb() -> None:
+    assert rank_score(1.5, None, None, RULES) == (1 / 2.5, {})
+
+
+@given(
+    bpb=st.floats(0.0, 20.0),
+    gap_bpb=st.floats(0.0, 5.0),
+    delta_a=st.floats(-0.4, 50.0),
+    delta_b=st.floats(-0.4, 50.0),
+)
+def test_tie_break_never_reorders_runs_further_apart_than_epsilon(
+    bpb: float, gap_bpb: float, delta_a: float, delta_b: float
+) -> None:
+    worse = bpb + RULES.score_tie_epsilon_bpb * 1.0001 + gap_bpb
+    better_score, _ = rank_score(bpb, delta_a, None, RULES)
+    worse_score, _ = rank_score(worse, delta_b, None, RULES)
+    assert better_score > worse_score
+
+
+def test_tie_break_orders_equal_bpb_by_heldout_delta() -> None:
+    assert rank_score(2.0, 0.5, None, RULES)[0] > rank_score(2.0, 0.1, None, RULES)[0]
+    assert 0.0 <= tie_break(1e9) < 1.0 and tie_break(-1.0) == 0.0 and tie_break(None) == 0.0
+
+
+def test_memorization_gap_halves_the_score() -> None:
+    score, multipliers = rank_score(2.0, 0.0, RULES.score_gap_threshold_bpb + 0.01, RULES)
+    assert multipliers == {"memorization": 0.5}
+    assert score == pytest.approx(0.5 / 3.0)
+
+
+def test_anomaly_zeroes_the_score() -> None:
+    score, multipliers = rank_score(2.0, RULES.score_anomaly_heldout_delta_bpb - 0.1, None, RULES)
+    assert score == 0.0 and multipliers["anomaly"] == 0.0

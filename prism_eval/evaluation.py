@@ -1,0 +1,142 @@
+"""Supervisor: one evaluation end to end — run the stages, assemble the record, sign it.
+
+`evaluate` is the library entry point behind `prism-eval run`: it always returns a signed
+record, whatever the outcome; the stages themselves live in pipeline.py.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+from prism_eval import __version__
+from prism_eval.attest import resolve_signing_key, sign_record, write_outputs
+from prism_eval.environment import describe_environment, evaluator_identity, isolation_record
+from prism_eval.errors import Status
+from prism_eval.pipeline import Evaluation, RunRequest
+from prism_eval.record import (
+    Inputs,
+    Reason,
+    Record,
+    RunFigures,
+    SignedRecord,
+    Signer,
+    StageResult,
+    StreamSummary,
+    Subject,
+    TokenizerRef,
+)
+from prism_eval.scoring import learning_curve, stream_sha256, total_nats
+
+
+def _utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def build_record(
+    evaluation: Evaluation, status: Status, reason: Reason, started_at: str, signer: Signer
+) -> Record:
+    """Assemble the record from what the stages established (no I/O)."""
+    request, config = evaluation.request, evaluation.config
+    bundle, train, probe = evaluation.bundle, evaluation.train, evaluation.probe
+    tokenizer = evaluation.tokenizer
+    run = stream = None
+    if train is not None and train.figures:
+        figures = train.figures
+        run = RunFigures(
+            batch_size=train.batch_size,
+            seq_len=train.seq_len,
+            batches=len(figures),
+            tokens=sum(f.tokens for f in figures),
+            bytes=sum(f.bytes for f in figures),
+            documents=train.tally.documents,
+            empty_documents=train.tally.empty_documents,
+            stopped_by=train.tally.stopped_by or "data_exhausted",
+            model_params=probe.params if probe else None,
+            float_buffer_elements=probe.float_buffer_elements if probe else None,
+            wall_seconds=round(train.wall_seconds, 3),
+            peak_memory_bytes=train.peak_memory_bytes,
+            spot_checks=train.spot_checks,
+        )
+        stream = StreamSummary(
+            sha256=stream_sha256(figures),
+            batches=len(figures),
+            nats=total_nats(figures),
+            tokens=run.tokens,
+            bytes=run.bytes,
+            curve=learning_curve(figures, config.curve_points),
+        )
+    return Record(
+        status=status,
+        reason=reason,
+        subject=Subject(
+            bundle_sha256=bundle.sha256 if bundle else None,
+            files=list(bundle.files) if bundle else [],
+            source=request.bundle.name,
+        ),
+        inputs=None
+        if request.config_error
+        else Inputs(
+            data=evaluation.data,
+            heldout=evaluation.heldout,
+            tokenizer=(
+                TokenizerRef(
+                    name=tokenizer.name,
+                    vocab_size=tokenizer.vocab_size,
+                    bos_id=tokenizer.bos_id,
+                    fingerprint=tokenizer.fingerprint,
+                )
+                if tokenizer
+                else None
+            ),
+            seed=config.seed,
+            config=config.model_dump(mode="json"),
+            config_sha256=config.sha256(),
+        ),
+        evaluator=evaluator_identity(__version__),
+        environment=describe_environment(probe.ready if probe else None),
+        isolation=isolation_record(evaluation.isolation),
+        stages=evaluation.stages,
+        run=run,
+        stream=stream,
+        score=evaluation.score if status == "scored" else None,
+        artifacts=evaluation.artifacts,
+        audit=evaluation.audit.figures if evaluation.audit else None,
+        signer=signer,
+        started_at=started_at,
+        finished_at=_utc_now(),
+    )
+
+
+def evaluate(request: RunRequest, environ: dict[str, str]) -> SignedRecord:
+    """Run every stage and return the signed record, for every outcome.
+
+    The signing key is resolved first: a bad key is the operator's error and there would be
+    nothing to sign with, so it raises instead of producing a record.
+    """
+    identity = resolve_signing_key(request.key_path, environ)
+    started_at = _utc_now()
+    with tempfile.TemporaryDirectory(prefix="prism-eval-") as work:
+        evaluation = Evaluation(request, Path(work))
+        status, reason = evaluation.run_stages()
+        assembling = time.monotonic()
+        evaluation.stages.append(
+            StageResult(
+                name="record",
+                status="passed",
+                message=f"signed by a{'n ephemeral' if identity.mode == 'ephemeral' else ''} key",
+                seconds=round(time.monotonic() - assembling, 3),
+            )
+        )
+        record = build_record(evaluation, status, reason, started_at, identity.signer())
+        signed = sign_record(record, identity)
+        if request.out_dir is not None:
+            write_outputs(
+                request.out_dir,
+                signed,
+                evaluation.train.figures if evaluation.train else [],
+                Path(work) / "artifacts" / "final.safetensors" if evaluation.artifacts else None,
+            )
+    return signed

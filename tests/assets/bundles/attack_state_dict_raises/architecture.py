@@ -1,0 +1,18 @@
+import torch.nn as nn
+
+
+class Bigram(nn.Module):
+    def __init__(self, vocab_size):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, 32)
+        self.head = nn.Linear(32, vocab_size)
+
+    def forward(self, tokens):
+        return self.head(self.embed(tokens))
+
+    def state_dict(self, *args, **kwargs):
+        raise RuntimeError("no weights for you")
+
+
+def build_model(ctx):
+    return Bigram(ctx.vocab_size)

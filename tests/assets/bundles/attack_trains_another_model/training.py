@@ -1,0 +1,16 @@
+"""Hands the instrument one model and trains another: the score is the handed model's."""
+
+import torch
+import torch.nn.functional as F
+
+
+def train(ctx):
+    shown = ctx.build_model()
+    model = ctx.build_model()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for batch in ctx.iter_train_batches(shown, batch_size=4, seq_len=32):
+        logits = model(batch[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
