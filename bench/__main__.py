@@ -166,6 +166,70 @@ def bench_worker_start() -> dict[str, Any]:
     }
 
 
+LARGE_ARCHITECTURE = """
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class Block(nn.Module):
+    def __init__(self, width, heads):
+        super().__init__()
+        self.heads = heads
+        self.norm1, self.norm2 = nn.LayerNorm(width), nn.LayerNorm(width)
+        self.qkv, self.proj = nn.Linear(width, 3 * width), nn.Linear(width, width)
+        self.mlp = nn.Sequential(
+            nn.Linear(width, 4 * width), nn.GELU(), nn.Linear(4 * width, width)
+        )
+
+    def forward(self, x):
+        b, t, w = x.shape
+        q, k, v = (z.view(b, t, self.heads, -1).transpose(1, 2)
+                   for z in self.qkv(self.norm1(x)).split(w, dim=-1))
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.proj(y.transpose(1, 2).reshape(b, t, w))
+        return x + self.mlp(self.norm2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, vocab, seq, width=768, layers=12):
+        super().__init__()
+        self.embed, self.pos = nn.Embedding(vocab, width), nn.Embedding(seq, width)
+        self.blocks = nn.ModuleList(Block(width, 12) for _ in range(layers))
+        self.norm, self.head = nn.LayerNorm(width), nn.Linear(width, vocab, bias=False)
+        self.head.weight = self.embed.weight  # tied, as in GPT-2: about 124M parameters
+
+    def forward(self, tokens):
+        x = self.embed(tokens) + self.pos(torch.arange(tokens.shape[1], device=tokens.device))
+        for block in self.blocks:
+            x = block(x)
+        return self.head(self.norm(x))
+
+
+def build_model(ctx):
+    return GPT(ctx.vocab_size, ctx.max_seq_len)
+"""
+
+
+def bench_large_probe() -> dict[str, Any]:
+    """Gates before training for a GPT-2-small-size model (~124M parameters, gpt2 vocab)."""
+    with tempfile.TemporaryDirectory() as work:
+        bundle = Path(work) / "bundle"
+        bundle.mkdir()
+        (bundle / "architecture.py").write_text(LARGE_ARCHITECTURE)
+        (bundle / "training.py").write_text("def train(ctx):\n    return None\n")
+        (bundle / "prism.yaml").write_text("tokenizer: gpt2\n")
+        config = load_config("cpu", None, {"max_seq_len": 1024})
+        record = evaluate(
+            RunRequest(bundle=bundle, data_dir=DATA, config=config), dict(os.environ)
+        ).record
+    seconds = {stage.name: round(stage.seconds, 2) for stage in record.stages}
+    assert record.run is None and record.reason.rule_id == "train.no_batches", record.reason
+    gates = sum(seconds[name] for name in ("inputs", "intake", "contract", "lint", "probe"))
+    probe = next(s for s in record.stages if s.name == "probe")
+    return {"probe_message": probe.message, "stage_seconds": seconds, "gates_s": round(gates, 2)}
+
+
 def main() -> None:
     """Run every benchmark and print one JSON-ish report to stdout."""
     import json
@@ -177,6 +241,7 @@ def main() -> None:
         "pipeline": bench_pipeline_vs_loop(),
         "hashing": bench_hashing(),
         "worker_start": bench_worker_start(),
+        "large_probe": bench_large_probe(),
     }
     json.dump(report, sys.stdout, indent=2)
     sys.stdout.write("\n")

@@ -98,7 +98,9 @@ class WorkerProcess:
         self.cgroup = cgroup
         self.peak_memory_bytes: int | None = None
         self.oom_killed = False
+        owner = scratch_dir.stat()
         (scratch_dir / "tmp").mkdir(parents=True, exist_ok=True)
+        os.chown(scratch_dir / "tmp", owner.st_uid, owner.st_gid)  # TMPDIR: the worker's own
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock = parent
         self.output_tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)

@@ -27,7 +27,9 @@ SYSTEM_READ_PATHS = (
     "/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime",
     "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/proc", "/sys",
 )  # fmt: skip
-DEVICE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/shm")
+DEVICE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+# DataLoader workers and multiprocessing locks create files in shared memory.
+SHARED_MEMORY = "/dev/shm"
 CUDA_DEVICE_GLOBS = ("/dev/nvidia*", "/dev/nvidia-caps", "/dev/dri")
 
 
@@ -89,7 +91,9 @@ def sandbox_spec(
         read_paths.append(str(artifacts_dir))
     if readable_data_dir is not None:
         read_paths.append(str(readable_data_dir))
-    write_paths = [str(scratch_dir)] + ([str(artifacts_dir)] if job == "train" else [])
+    write_paths = [str(scratch_dir), SHARED_MEMORY]
+    if job == "train":
+        write_paths.append(str(artifacts_dir))
     devices = list(DEVICE_PATHS)
     if config.device == "cuda":
         devices += [p for pattern in CUDA_DEVICE_GLOBS for p in glob.glob(pattern)]

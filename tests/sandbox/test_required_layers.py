@@ -1,0 +1,46 @@
+"""Layers the config requires: a missing one turns the run into an error; all hold here."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from prism_eval.config import ISOLATION_LAYERS, load_config
+from prism_eval.doctor import selftest_spec
+from prism_eval.errors import EvaluatorError
+from prism_eval.sandbox.session import start_job
+
+
+@pytest.fixture
+def work() -> Iterator[Path]:
+    """A work dir the unprivileged worker uid can reach (pytest's tmp root is 0700)."""
+    path = Path(tempfile.mkdtemp(prefix="prism-eval-test-"))
+    yield path
+    shutil.rmtree(path)
+
+
+def _active_layers(work: Path, isolated: bool, required: list[str]) -> set[str]:
+    spec = selftest_spec(work, load_config("cpu"), isolated=isolated)
+    worker, _, layers = start_job(
+        spec, work / "scratch", threads=0, memory_limit_mib=2048, pids_limit=128,
+        required_layers=required,
+    )  # fmt: skip
+    worker.close()
+    return {layer.name for layer in layers if layer.state == "active"}
+
+
+def test_a_required_layer_that_did_not_hold_is_an_error(work: Path) -> None:
+    with pytest.raises(EvaluatorError) as caught:
+        _active_layers(work, isolated=False, required=["landlock", "seccomp"])
+    assert caught.value.rule_id == "sandbox.layer_unavailable"
+    assert "landlock" in caught.value.message and "seccomp" in caught.value.message
+
+
+def test_every_layer_holds_on_this_host_when_all_are_required(work: Path) -> None:
+    assert _active_layers(work, isolated=True, required=list(ISOLATION_LAYERS)) == set(
+        ISOLATION_LAYERS
+    )
