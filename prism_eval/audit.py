@@ -136,14 +136,7 @@ def run_audit(
     heldout: list[PackedBatch],
 ) -> AuditOutcome:
     """Run the referee worker and check its figures; raise Rejected/Failed on a breach."""
-    worker, _, layers = start_job(
-        spec,
-        scratch_dir,
-        threads=config.threads,
-        memory_limit_mib=config.memory_limit_mib,
-        pids_limit=config.pids_limit,
-        required_layers=config.isolation_required,
-    )
+    worker, _, layers = start_job(spec, scratch_dir, config)
     try:
         replay = _score(worker, "replay", [first.batch], config, spec)[0]
         redone = _score(worker, "recent", [s.batch for s in recent], config, spec)

@@ -79,11 +79,9 @@ def start_selftest(config: EvalConfig, *, isolated: bool = True) -> tuple[list[L
     with tempfile.TemporaryDirectory(prefix="prism-eval-doctor-") as work:
         spec = selftest_spec(Path(work), config, isolated=isolated)
         started = time.monotonic()
-        worker, _, layers = start_job(
-            spec, Path(work) / "scratch", threads=config.threads,
-            memory_limit_mib=config.memory_limit_mib, pids_limit=config.pids_limit,
-            required_layers=[],
-        )  # fmt: skip
+        # The doctor reports every layer's state instead of failing on a required one.
+        reporting = config.model_copy(update={"isolation_required": []})
+        worker, _, layers = start_job(spec, Path(work) / "scratch", reporting)
         seconds = time.monotonic() - started
         worker.close()
     return layers, seconds

@@ -132,15 +132,7 @@ def run_probe(spec: JobSpec, scratch_dir: Path, config: EvalConfig) -> ProbeOutc
         ),
         tokens.tobytes(),
     )
-    worker, ready, layers = start_job(
-        spec,
-        scratch_dir,
-        threads=config.threads,
-        memory_limit_mib=config.memory_limit_mib,
-        pids_limit=config.pids_limit,
-        required_layers=config.isolation_required,
-        inputs=[probe_input],
-    )
+    worker, ready, layers = start_job(spec, scratch_dir, config, [probe_input])
     try:
         message = worker.receive(config.idle_timeout_s, deadline)
     except (WorkerTimeout, ProtocolError) as exc:

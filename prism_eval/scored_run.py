@@ -237,14 +237,7 @@ def run_training(
     watch = artifacts_watch(
         Path(spec.artifacts_dir), config.artifacts_quota_mib * 2**20, config.artifacts_max_files
     )
-    worker, outcome.ready, outcome.isolation = start_job(
-        spec,
-        scratch_dir,
-        threads=config.threads,
-        memory_limit_mib=config.memory_limit_mib,
-        pids_limit=config.pids_limit,
-        required_layers=config.isolation_required,
-    )
+    worker, outcome.ready, outcome.isolation = start_job(spec, scratch_dir, config)
     producer: BatchProducer | None = None
     try:
         message = _await(worker, spec, deadline, idle_s, watch)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
+from prism_eval.config import EvalConfig
 from prism_eval.errors import EvaluatorError, Failed, PrismError
 from prism_eval.protocol import ChannelClosed, Failure, JobSpec, LayerReport, ProtocolError, Ready
 from prism_eval.sandbox.cgroup import WorkerCgroup
@@ -42,11 +43,7 @@ SUPERVISOR_LAYERS = (
 def start_job(
     spec: JobSpec,
     scratch_dir: Path,
-    *,
-    threads: int,
-    memory_limit_mib: int,
-    pids_limit: int,
-    required_layers: Sequence[str],
+    config: EvalConfig,
     inputs: Sequence[tuple[BaseModel, bytes]] = (),
 ) -> tuple[WorkerProcess, Ready, list[LayerReport]]:
     """Start a sandboxed worker for `spec`, send it `inputs` too, and wait until it is set up.
@@ -55,8 +52,9 @@ def start_job(
     miner code runs, so a worker that later dies cannot make these sends fail. Returns the
     worker, its Ready message and every isolation layer's state (supervisor and worker side).
     """
-    cgroup = WorkerCgroup(f"{spec.job}-{time.monotonic_ns()}", memory_limit_mib * 2**20, pids_limit)
-    worker = WorkerProcess(spec.job, scratch_dir, threads, cgroup)
+    memory_bytes = config.memory_limit_mib * 2**20
+    cgroup = WorkerCgroup(f"{spec.job}-{time.monotonic_ns()}", memory_bytes, config.pids_limit)
+    worker = WorkerProcess(spec.job, scratch_dir, config.threads, cgroup)
     try:
         worker.send(spec)
         for message, body in inputs:
@@ -74,7 +72,7 @@ def start_job(
         worker.kill()
         raise Failed(f"{spec.job}.protocol", f"expected ready, got {message.type}")
     layers = [*SUPERVISOR_LAYERS, *cgroup.reports, *message.isolation]
-    required = set(required_layers)
+    required = set(config.isolation_required)
     missing = [layer for layer in layers if layer.name in required and layer.state != "active"]
     if missing:
         worker.kill()

@@ -24,11 +24,9 @@ def work() -> Iterator[Path]:
 
 
 def _active_layers(work: Path, isolated: bool, required: list[str]) -> set[str]:
-    spec = selftest_spec(work, load_config("cpu"), isolated=isolated)
-    worker, _, layers = start_job(
-        spec, work / "scratch", threads=0, memory_limit_mib=2048, pids_limit=128,
-        required_layers=required,
-    )  # fmt: skip
+    config = load_config("cpu", None, {"isolation_required": required})
+    spec = selftest_spec(work, config, isolated=isolated)
+    worker, _, layers = start_job(spec, work / "scratch", config)
     worker.close()
     return {layer.name for layer in layers if layer.state == "active"}
 
