@@ -52,7 +52,6 @@ TRAIN_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
     "import": (Failed, "train.import_failed", "importing the bundle's scripts raised"),
     "build_model": (Failed, "train.build_failed", "build_model(ctx) raised"),
     "not_a_module": (Failed, "train.not_a_module", "build_model(ctx) must return an nn.Module"),
-    "probe_forward": (Failed, "train.protocol", "unexpected probe failure in the train worker"),
     "train": (Failed, "train.exception", "train(ctx) raised"),
     "capture": (Rejected, "train.bad_logits", "the scored model's output cannot be scored"),
     "save": (Failed, "train.save_failed", "saving the scored model's state_dict raised"),

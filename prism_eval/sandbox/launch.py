@@ -126,7 +126,8 @@ class WorkerProcess:
     def _forward_output(self, stream: IO[bytes]) -> None:
         """Copy the worker's output to our stderr (capped), keeping a tail for the record."""
         forwarded = 0
-        for raw in stream:
+        # readline with a limit: a worker printing one endless line cannot fill our memory.
+        for raw in iter(lambda: stream.readline(4096), b""):
             line = raw.decode("utf-8", "replace").rstrip("\n")
             self.output_tail.append(line[:500])
             if forwarded < FORWARD_OUTPUT_CAP_BYTES:
@@ -178,7 +179,10 @@ class WorkerProcess:
         except subprocess.TimeoutExpired:
             return "still running"
         if code < 0:
-            return f"killed by signal {signal.Signals(-code).name}"
+            try:
+                return f"killed by signal {signal.Signals(-code).name}"
+            except ValueError:  # a real-time signal has no name
+                return f"killed by signal {-code}"
         return f"exit code {code}"
 
     def kill(self) -> None:

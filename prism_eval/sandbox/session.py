@@ -118,7 +118,9 @@ def failure_error(
     if failure.exc_type in _MEMORY_ERRORS or any(m in failure.message for m in _MEMORY_MESSAGES):
         return Failed(f"{stage}.out_of_memory", f"the worker ran out of memory — {detail}",
                       evidence=evidence)  # fmt: skip
-    error_class, rule_id, meaning = rules[failure.where]
+    # A hostile worker may name a step this job has not got: that is its fault, never ours.
+    unexpected = (Failed, f"{stage}.protocol", f"the worker reported a failure in {failure.where}")
+    error_class, rule_id, meaning = rules.get(failure.where, unexpected)
     return error_class(rule_id, f"{meaning} — {detail}", evidence=evidence)
 
 

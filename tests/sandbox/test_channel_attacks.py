@@ -72,3 +72,21 @@ def test_printed_fake_result_markers_never_reach_stdout(run_attack: RunAttack) -
     assert result.stdout.count(b"\n") == 1
     assert result.record["status"] == "scored"
     assert "FINAL_SCORE=0.99" in result.stderr  # forwarded to stderr, marked as worker output
+
+
+def test_a_failure_report_naming_another_step_is_the_miners_fault(run_attack: RunAttack) -> None:
+    frame = (
+        "(lambda h: struct.pack('>II', len(h), 0) + h)(b'{\"type\":\"failure\","
+        "\"where\":\"load_weights\",\"exc_type\":\"X\",\"message\":\"m\",\"traceback\":\"\"}')"
+    )
+    result = run_attack(
+        f"""
+        import os, struct, sys, time
+
+        def attack(ctx):
+            os.write({FD}, {frame})
+            time.sleep(30)
+        """
+    )
+    # Never `error` (the evaluator's fault, retried): a hostile worker cannot choose that.
+    assert reason(result)[:2] == ("failed", "train.protocol")

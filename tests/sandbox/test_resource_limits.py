@@ -78,3 +78,21 @@ def test_one_file_larger_than_the_quota_is_refused_by_the_kernel(run_attack: Run
     status, rule, message = reason(result)
     assert (status, rule) == ("failed", "train.exception")
     assert "File too large" in message
+
+
+def test_endless_output_is_capped_and_never_reaches_stdout(run_attack: RunAttack) -> None:
+    result = run_attack(
+        """
+        import sys
+
+        def attack(ctx):
+            chunk = "x" * 65536
+            for _ in range(2048):  # 128 MiB without a newline, then carry on
+                sys.stdout.write(chunk)
+            sys.stdout.write("\\n")
+            sys.stdout.flush()
+        """
+    )
+    assert result.record["status"] == "scored"
+    assert len(result.stderr) < 2 * 2**20
+    assert "further output not shown" in result.stderr
