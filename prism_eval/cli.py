@@ -13,6 +13,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -40,6 +41,8 @@ def handles_errors(function: F) -> F:
             if os.environ.get("PRISM_EVAL_DEBUG"):
                 traceback.print_exc()
             click.echo(f"prism-eval: {exc}", err=True)
+            for line in exc.evidence:
+                click.echo(f"  {line}", err=True)
             sys.exit(exc.exit_code)
 
     return wrapper  # type: ignore[return-value]
@@ -59,6 +62,14 @@ def main(debug: bool) -> None:
     """
     if debug:
         os.environ["PRISM_EVAL_DEBUG"] = "1"
+
+
+def _utc_iso(moment: datetime | None) -> str | None:
+    if moment is None:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def default_data_dir() -> Path:
@@ -83,6 +94,16 @@ def default_data_dir() -> Path:
 @click.option("--seed", type=click.IntRange(min=0), help="The forced seed.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), help="Train wall cap (s).")
 @click.option("--threads", type=click.IntRange(min=0), help="torch threads in workers.")
+@click.option("--review-verdict", "review_verdict", type=click.Path(path_type=Path),
+              help="Signed verdict from `prism-eval review`.")  # fmt: skip
+@click.option("--reviewer-key", "reviewer_keys", multiple=True, type=click.Path(path_type=Path),
+              help="Trusted reviewer public key (repeatable).")  # fmt: skip
+@click.option("--submitter", help="Who submitted the bundle (kept in the record; leaderboard).")
+@click.option(
+    "--submitted-at",
+    type=click.DateTime(formats=["%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S"]),
+    help="When it was submitted (ISO 8601; UTC if no zone).",
+)
 @handles_errors
 def run(
     bundle: Path,
@@ -96,16 +117,23 @@ def run(
     seed: int | None,
     timeout_s: float | None,
     threads: int | None,
+    review_verdict: Path | None,
+    reviewer_keys: tuple[Path, ...],
+    submitter: str | None,
+    submitted_at: datetime | None,
 ) -> None:
     """Evaluate BUNDLE (a .zip or a directory) and print the signed score record.
 
     The record is printed for every outcome; the exit code mirrors its status: 0 scored,
     3 rejected, 4 failed, 5 error. Without --key (or $PRISM_EVAL_SIGNING_KEY) an ephemeral
-    key signs and the record says so.
+    key signs and the record says so. A --review-verdict is verified offline against the
+    --reviewer-key keys under every review policy; never any network access.
 
     \b
     Example:
       prism-eval run examples/bundles/ok_tiny_transformer --byte-budget 65536 --out out/
+      prism-eval run bundle.zip --profile official --review-verdict verdict.json \\
+          --reviewer-key reviewer.pub
     """
     from prism_eval.attest import signed_record_bytes
     from prism_eval.evaluation import evaluate
@@ -129,6 +157,10 @@ def run(
         heldout_dir=heldout_dir,
         key_path=key_path,
         out_dir=out_dir,
+        review_verdict=review_verdict,
+        reviewer_keys=reviewer_keys,
+        submitter=submitter,
+        submitted_at=_utc_iso(submitted_at),
     )
     signed = evaluate(request, dict(os.environ))
     sys.stdout.buffer.write(signed_record_bytes(signed) + b"\n")
@@ -137,24 +169,153 @@ def run(
 
 
 @main.command()
-@click.argument("record", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--pubkey", type=click.Path(exists=True, path_type=Path), help="Signer's key.")
-@click.option("--stream", "stream_path", type=click.Path(exists=True, path_type=Path),
-              help="stream.json from `run --out`, to recheck the stream digest.")  # fmt: skip
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--model", help="Model id to ask (default: the config's review_model).")
+@click.option("--endpoint", help="OpenAI-compatible chat-completions URL.")
+@click.option("--key", "key_path", type=click.Path(path_type=Path), help="Reviewer signing key.")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="Write the verdict here instead of stdout.")  # fmt: skip
+@click.option("--api-key-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="File holding the API key (else $PRISM_EVAL_REVIEW_API_KEY).")  # fmt: skip
+@click.option("--profile", default="cpu", show_default=True, help="cpu or official.")
+@click.option("--config", "config_file", type=click.Path(path_type=Path), help="YAML overlay.")
 @handles_errors
-def verify(record: Path, pubkey: Path | None, stream_path: Path | None) -> None:
-    """Verify RECORD: schema, signature, and that its score recomputes from its figures.
+def review(
+    bundle: Path,
+    model: str | None,
+    endpoint: str | None,
+    key_path: Path | None,
+    out_path: Path | None,
+    api_key_file: Path | None,
+    profile: str,
+    config_file: Path | None,
+) -> None:
+    """Have an LLM review BUNDLE once (needs network) and write a signed verdict for `run`.
 
-    Without --pubkey the signature is checked against the key the record names, which shows
-    integrity but not who signed. Exit 0 when it verifies, 1 when it does not.
+    Sends every bundle file, whole, to an OpenAI-compatible chat API (OpenRouter by default,
+    temperature 0, a JSON verdict schema). The API key comes from --api-key-file,
+    $PRISM_EVAL_REVIEW_API_KEY, $OPENROUTER_API_KEY or /run/secrets/prism_eval_review_api_key,
+    never from the command line. Any error, timeout or unusable answer gives `held`, never
+    `allow`. Exit 0 allow, 3 reject, 5 held or error. With --out, stdout gets a summary.
 
     \b
     Example:
-      prism-eval verify out/record.json --pubkey validator.pub --stream out/stream.json
+      prism-eval keygen --out reviewer
+      prism-eval review bundle.zip --key reviewer.key --out verdict.json
+      prism-eval run bundle.zip --review-verdict verdict.json --reviewer-key reviewer.pub
     """
+    from prism_eval.config import load_config
+    from prism_eval.review import DECISION_EXIT_CODES, signed_verdict_bytes
+    from prism_eval.review_client import review_bundle
+
+    config = load_config(profile, config_file, {"review_model": model, "review_endpoint": endpoint})
+    signed = review_bundle(
+        bundle, config, key_path=key_path, api_key_file=api_key_file, environ=dict(os.environ)
+    )
+    document = signed_verdict_bytes(signed) + b"\n"
+    verdict = signed.verdict
+    if out_path is None:
+        sys.stdout.buffer.write(document)
+        sys.stdout.flush()
+    else:
+        out_path.write_bytes(document)
+        _emit({"decision": verdict.decision, "out": str(out_path), "model": verdict.model,
+               "bundle_sha256": verdict.bundle_sha256, "reasons": verdict.reasons})  # fmt: skip
+    sys.exit(DECISION_EXIT_CODES[verdict.decision])
+
+
+@main.command()
+@click.argument("record", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--pubkey", type=click.Path(exists=True, path_type=Path), help="Signer's key.")
+@click.option(
+    "--stream",
+    "stream_path",
+    type=click.Path(exists=True, path_type=Path),
+    help="stream.json from `run --out`, to recheck the stream digest.",
+)
+@click.option("--reproduce", is_flag=True, help="Evaluate again and compare the core.")
+@click.option(
+    "--bundle",
+    type=click.Path(exists=True, path_type=Path),
+    help="With --reproduce: the bundle the record is about.",
+)
+@click.option(
+    "--data",
+    "data_dir",
+    type=click.Path(path_type=Path),
+    help="With --reproduce: the locked data (default: the embedded data).",
+)
+@click.option(
+    "--heldout",
+    "heldout_dir",
+    type=click.Path(path_type=Path),
+    help="With --reproduce: the held-out data, if the record used some.",
+)
+@click.option(
+    "--tolerance",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    help="With --reproduce: relative tolerance on loss figures (0: bit-identical).",
+)
+@click.option(
+    "--review-verdict",
+    type=click.Path(exists=True, path_type=Path),
+    help="With --reproduce: the verdict the recorded run was given.",
+)
+@click.option(
+    "--reviewer-key",
+    "reviewer_keys",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="With --reproduce: trusted reviewer public key (repeatable).",
+)
+@handles_errors
+def verify(
+    record: Path,
+    pubkey: Path | None,
+    stream_path: Path | None,
+    reproduce: bool,
+    bundle: Path | None,
+    data_dir: Path | None,
+    heldout_dir: Path | None,
+    tolerance: float,
+    review_verdict: Path | None,
+    reviewer_keys: tuple[Path, ...],
+) -> None:
+    """Verify RECORD: schema, signature, and that its score recomputes from its figures.
+
+    Without --pubkey the signature is checked against the key the record names, which shows
+    integrity but not who signed. With --reproduce the evaluation runs again under the
+    record's config and seed, and the reproducible core (subject, inputs, run, stream, audit,
+    score) must match: bit for bit on the same stack (tolerance 0), or within --tolerance
+    across hardware (1e-3 is a reasonable bound there: kernels differ in the last bits and
+    training amplifies it). A mismatch lists each field with both values and, with --stream,
+    the first diverging batch. Exit 0 when it verifies (and reproduces), 1 when it does not.
+
+    \b
+    Examples:
+      prism-eval verify out/record.json --pubkey validator.pub --stream out/stream.json
+      prism-eval verify out/record.json --reproduce --bundle bundle.zip --stream out/stream.json
+    """  # fmt: skip
     from prism_eval.verify import verify_record
 
     verified = verify_record(record.read_bytes(), pubkey, stream_path)
+    if reproduce:
+        from prism_eval.reproduce import reproduce as run_again
+
+        if bundle is None:
+            raise click.UsageError("--reproduce needs --bundle")
+        run_again(
+            verified.record,
+            bundle=bundle,
+            data_dir=data_dir or default_data_dir(),
+            heldout_dir=heldout_dir,
+            tolerance=tolerance,
+            recorded_stream=stream_path,
+            review_verdict=review_verdict,
+            reviewer_keys=reviewer_keys,
+        )
     if not verified.pinned:
         click.echo("prism-eval: signature checked against the record's own key; pass --pubkey "
                    "to check who signed", err=True)  # fmt: skip
@@ -168,8 +329,95 @@ def verify(record: Path, pubkey: Path | None, stream_path: Path | None) -> None:
             "bpb": score.bpb if score else None,
             "final_score": score.final_score if score else None,
             "keyid": verified.record.signer.keyid,
+            "reproduced": reproduce,
         }
     )
+
+
+@main.command()
+@click.argument("record", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--dsse", is_flag=True, required=True, help="Export as a DSSE envelope.")
+@handles_errors
+def export(record: Path, dsse: bool) -> None:
+    """Re-encode RECORD as a DSSE envelope (in-toto Statement v1), without the private key.
+
+    The record's signature already covers the statement, so attestation tooling verifies
+    the envelope with the signer's public key.
+
+    \b
+    Example:
+      prism-eval export --dsse out/record.json > record.dsse.json
+    """
+    from prism_eval.dsse import export_envelope
+
+    _emit(export_envelope(record.read_bytes()))
+
+
+@main.command()
+@click.argument("record", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--out", "out_path", type=click.Path(path_type=Path), default="report.html",
+              show_default=True, help="Where to write the page.")  # fmt: skip
+@click.option("--pubkey", type=click.Path(exists=True, path_type=Path), help="Signer's key.")
+@handles_errors
+def report(record: Path, out_path: Path, pubkey: Path | None) -> None:
+    """Write a self-contained HTML page for RECORD: status, stages, learning curve, audit.
+
+    The record is verified first; the page says whether the signer's key was pinned.
+
+    \b
+    Example:
+      prism-eval report out/record.json --out report.html --pubkey validator.pub
+    """
+    from prism_eval.report import render_report
+    from prism_eval.verify import verify_record
+
+    out_path.write_text(render_report(verify_record(record.read_bytes(), pubkey)))
+    _emit({"report": str(out_path)})
+
+
+@main.command()
+@click.argument("records", nargs=-1, required=True,
+                type=click.Path(exists=True, dir_okay=False, path_type=Path))  # fmt: skip
+@click.option("--pubkey", "pubkeys", multiple=True, type=click.Path(exists=True, path_type=Path),
+              help="Accept records signed by this key (repeatable).")  # fmt: skip
+@click.option("--weights", "scheme", flag_value="winner", default=None,
+              help="Print dry-run weights: everything to the winner.")  # fmt: skip
+@click.option("--proportional-weights", "scheme", flag_value="proportional",
+              help="Print dry-run weights proportional to final scores.")  # fmt: skip
+@handles_errors
+def leaderboard(records: tuple[Path, ...], pubkeys: tuple[Path, ...], scheme: str | None) -> None:
+    """Rank RECORDS: verify each, keep each submitter's best, order by final score.
+
+    Ties within 1e-9 go to the earliest submission, then the lower bundle digest (the
+    reference challenge's tie-break). Records that fail verification or were not scored are
+    listed under "excluded" with the reason.
+
+    \b
+    Example:
+      prism-eval leaderboard records/*.json --pubkey validator.pub --weights
+    """
+    from prism_eval.leaderboard import WeightScheme, build_leaderboard
+
+    weighing: WeightScheme = "proportional" if scheme == "proportional" else "winner"
+    board = build_leaderboard(list(records), list(pubkeys), weighing)
+    document: dict[str, Any] = {
+        "ranking": [
+            {
+                "rank": rank,
+                "submitter": entry.submitter,
+                "final_score": entry.final_score,
+                "bpb": entry.record.score.bpb if entry.record.score else None,
+                "bundle_sha256": entry.record.subject.bundle_sha256,
+                "submitted_at": entry.record.subject.submitted_at,
+                "record": entry.path,
+            }
+            for rank, entry in enumerate(board.ranking, start=1)
+        ],
+        "excluded": [{"record": path, "reason": why} for path, why in board.excluded],
+    }
+    if scheme is not None:
+        document["weights"] = board.weights
+    _emit(document)
 
 
 @main.command()

@@ -57,7 +57,37 @@ class EvalConfig(BaseModel):
     data_access: Literal["instrument", "readable"] = Field(
         "instrument", description="Whether train(ctx) may read the train shards itself."
     )
-    review_policy: Literal["required", "optional", "off"] = "off"
+    review_policy: Literal["required", "optional", "off"] = Field(
+        "off",
+        description="What a missing review verdict means: required rejects the run, optional "
+        "and off skip the stage. A verdict that is given is verified under every policy.",
+    )
+    review_model: str = Field(
+        "openai/gpt-4.1", min_length=1, description="Model id `prism-eval review` asks for."
+    )
+    review_endpoint: str = Field(
+        "https://openrouter.ai/api/v1/chat/completions",
+        min_length=1,
+        description="OpenAI-compatible chat-completions URL (https, or http on loopback).",
+    )
+    review_timeout_s: float = Field(
+        180.0, gt=0, le=3600, description="Limit on one review request, connect to last byte."
+    )
+    review_max_attempts: int = Field(
+        4, ge=1, le=10, description="Requests sent at most (timeouts, 429 and 5xx are retried)."
+    )
+    review_backoff_s: float = Field(
+        2.0, ge=0, le=600, description="Wait before the first retry; doubled after each."
+    )
+    review_max_retry_after_s: float = Field(
+        60.0, ge=0, le=3600, description="Longest server Retry-After the review waits for."
+    )
+    review_prompt_max_bytes: int = Field(
+        400_000, ge=1, description="Largest prompt sent; a larger bundle is rejected unsent."
+    )
+    review_max_answer_tokens: int = Field(
+        4096, ge=64, le=65536, description="max_tokens of the review answer."
+    )
     heldout_required: bool = False
     train_timeout_s: float = Field(600.0, gt=0, description="Wall-clock cap for train(ctx).")
     probe_timeout_s: float = Field(120.0, gt=0, description="Wall-clock cap for the probe.")

@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict
 from prism_eval import __version__
 from prism_eval.config import EvalConfig
 from prism_eval.data import verify_data_dir
+from prism_eval.environment import gpu_inventory
 from prism_eval.errors import PrismError
 from prism_eval.protocol import JobSpec, LayerReport, SandboxSpec
 from prism_eval.sandbox.policy import prepare_worker_dirs, sandbox_spec
@@ -102,17 +103,10 @@ def _tokenizer_checks() -> list[Check]:
 
 
 def _gpu_check() -> Check:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        count = pynvml.nvmlDeviceGetCount()
-        names = [
-            pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(i)) for i in range(count)
-        ]
-        return Check(name="gpu", ok=True, detail=", ".join(map(str, names)) or "none")
-    except Exception as exc:  # NVML raises its own error types, or fails to load at all
-        return Check(name="gpu", ok=False, detail=f"no NVIDIA GPU usable: {exc}", optional=True)
+    names, driver = gpu_inventory()
+    if not names:
+        return Check(name="gpu", ok=False, detail="no NVIDIA GPU (NVML)", optional=True)
+    return Check(name="gpu", ok=True, detail=f"{', '.join(names)}; driver {driver}")
 
 
 def diagnose(config: EvalConfig, data_dir: Path) -> DoctorReport:

@@ -22,8 +22,28 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
+def gpu_inventory() -> tuple[list[str], str | None]:
+    """GPU names and the driver version through NVML; none when there is no NVIDIA driver."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            count = pynvml.nvmlDeviceGetCount()
+            names = [
+                str(pynvml.nvmlDeviceGetName(pynvml.nvmlDeviceGetHandleByIndex(index)))
+                for index in range(count)
+            ]
+            return names, str(pynvml.nvmlSystemGetDriverVersion())
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # NVML raises its own types, or its library is simply absent
+        return [], None
+
+
 def describe_environment(ready: Ready | None) -> Environment:
-    """Python, platform, CPU and what the worker reported about torch and determinism."""
+    """Python, platform, CPU, GPUs (NVML) and what the worker reported about torch."""
+    gpus, driver = gpu_inventory()
     return Environment(
         python=platform.python_version(),
         platform=platform.platform(),
@@ -33,6 +53,9 @@ def describe_environment(ready: Ready | None) -> Environment:
         cuda=ready.cuda_version if ready else None,
         device=ready.device_name if ready else None,
         determinism=dict(ready.determinism) if ready else {},
+        gpus=gpus,
+        driver=driver,
+        cudnn=str(ready.cudnn_version) if ready and ready.cudnn_version else None,
     )
 
 

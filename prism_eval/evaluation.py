@@ -20,6 +20,7 @@ from prism_eval.record import (
     Inputs,
     Reason,
     Record,
+    ReviewSummary,
     RunFigures,
     SignedRecord,
     Signer,
@@ -33,6 +34,18 @@ from prism_eval.scoring import learning_curve, stream_sha256, total_nats
 
 def _utc_now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def review_summary(evaluation: Evaluation) -> ReviewSummary:
+    """The record's review block: the policy always; the verdict once it verified."""
+    verified = evaluation.review
+    return ReviewSummary(
+        policy=evaluation.config.review_policy,
+        verdict_sha256=verified.sha256 if verified else None,
+        decision=verified.verdict.decision if verified else None,
+        reviewer_keyid=verified.keyid if verified else None,
+        model=verified.verdict.model if verified else None,
+    )
 
 
 def build_record(
@@ -75,6 +88,8 @@ def build_record(
             bundle_sha256=bundle.sha256 if bundle else None,
             files=list(bundle.files) if bundle else [],
             source=request.bundle.name,
+            submitter=request.submitter,
+            submitted_at=request.submitted_at,
         ),
         inputs=None
         if request.config_error
@@ -104,6 +119,7 @@ def build_record(
         score=evaluation.score if status == "scored" else None,
         artifacts=evaluation.artifacts,
         audit=evaluation.audit.figures if evaluation.audit else None,
+        review=None if request.config_error else review_summary(evaluation),
         signer=signer,
         started_at=started_at,
         finished_at=_utc_now(),

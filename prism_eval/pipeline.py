@@ -34,6 +34,7 @@ from prism_eval.record import (
     StageResult,
     StageStatus,
 )
+from prism_eval.review import VerifiedVerdict, load_verdict, require_allow
 from prism_eval.sandbox.policy import prepare_worker_dirs, sandbox_spec
 from prism_eval.scored_run import TrainOutcome, run_training
 from prism_eval.scoring import (
@@ -71,6 +72,10 @@ class RunRequest:
     heldout_dir: Path | None = None
     key_path: Path | None = None
     out_dir: Path | None = None
+    review_verdict: Path | None = None
+    reviewer_keys: tuple[Path, ...] = ()
+    submitter: str | None = None
+    submitted_at: str | None = None
 
 
 def load_request_config(
@@ -115,6 +120,7 @@ class Evaluation:
         self.artifacts: Artifacts | None = None
         self.score: Score | None = None
         self.isolation: list[LayerReport] = []
+        self.review: VerifiedVerdict | None = None
 
     # ---- stages -------------------------------------------------------------------------
 
@@ -158,15 +164,27 @@ class Evaluation:
         return "no findings"
 
     def stage_review(self) -> str | Skipped:
-        """The review verdict's slot; its verification arrives with the review gate."""
-        policy = self.config.review_policy
-        if policy == "required":
-            raise Rejected(
-                "review.missing_verdict",
-                "the review policy is `required` and no verified verdict was given",
-                hint="this evaluator version cannot verify verdicts yet; use review_policy: off",
-            )
-        return Skipped(f"review policy is {policy}: no verdict checked")
+        """Verify the LLM review verdict offline (DESIGN §7); the policy decides what a missing
+        one means. A verdict that is given is verified under every policy, `off` included:
+        an operator who passes one expects it checked, and ignoring it would be silent."""
+        assert self.bundle is not None
+        policy, path = self.config.review_policy, self.request.review_verdict
+        if path is None:
+            if policy == "required":
+                raise Rejected(
+                    "review.missing_verdict",
+                    "the review policy is `required` and no review verdict was given",
+                    hint="`prism-eval review BUNDLE --key reviewer.key --out verdict.json`, then "
+                    "`run --review-verdict verdict.json --reviewer-key reviewer.pub`",
+                )
+            return Skipped(f"review policy is {policy}: no verdict given")
+        self.review = load_verdict(path, self.bundle.sha256, self.request.reviewer_keys)
+        require_allow(self.review)
+        verdict = self.review.verdict
+        return (
+            f"allowed by {verdict.model} (policy {policy}; verdict {self.review.sha256[:16]}…, "
+            f"reviewer key {self.review.keyid[:16]}…)"
+        )
 
     def stage_probe(self) -> str:
         """Build the model in a probe worker: cap, output shape, finiteness, determinism."""

@@ -195,6 +195,7 @@ class Ready(_Message):
     device_name: str = Field(max_length=256)
     determinism: dict[str, str] = Field(max_length=32)
     isolation: list[LayerReport] = Field(max_length=32)
+    cudnn_version: int | None = None
 
 
 class CausalityCheck(_Message):

@@ -46,6 +46,8 @@ class Subject(_Model):
     bundle_sha256: str | None = Field(description="sha256 over the sorted (path, sha256) list.")
     files: list[BundleFile] = Field(description="Every file that was evaluated.")
     source: str = Field(description="The bundle's file name as given (informational).")
+    submitter: str | None = Field(None, description="Who submitted it (given to `run`).")
+    submitted_at: str | None = Field(None, description="When it was submitted (ISO 8601, UTC).")
 
 
 class DataRef(_Model):
@@ -97,6 +99,9 @@ class Environment(_Model):
     cuda: str | None = None
     device: str | None = None
     determinism: dict[str, str] = Field(default_factory=dict)
+    gpus: list[str] = Field(default_factory=list, description="GPU names, through NVML.")
+    driver: str | None = Field(None, description="NVIDIA driver version, through NVML.")
+    cudnn: str | None = Field(None, description="cuDNN version as the worker reported it.")
 
 
 class IsolationLayer(_Model):
@@ -180,6 +185,23 @@ class Artifacts(_Model):
     elements: int
 
 
+class ReviewSummary(_Model):
+    """What the review stage established (DESIGN §7): the policy, and which verdict was checked."""
+
+    policy: Literal["required", "optional", "off"] = Field(
+        description="What a missing verdict meant for this run."
+    )
+    verdict_sha256: str | None = Field(
+        description="sha256 of the verified verdict's signed payload (its RFC 8785 bytes); "
+        "null when no verdict was given or it did not verify."
+    )
+    decision: Literal["allow", "reject", "held"] | None = Field(
+        description="The verified verdict's decision; null without one."
+    )
+    reviewer_keyid: str | None = Field(description="Key id of the trusted reviewer that signed.")
+    model: str | None = Field(description="The reviewing model's id as its API reported it.")
+
+
 class Signer(_Model):
     """Who signed: a supplied key, or an ephemeral one (then only integrity is shown)."""
 
@@ -205,6 +227,9 @@ class Record(_Model):
     score: Score | None
     artifacts: Artifacts | None
     audit: AuditFigures | None = None
+    review: ReviewSummary | None = Field(
+        None, description="The review gate's policy and verdict; null when the config was bad."
+    )
     signer: Signer
     started_at: str
     finished_at: str

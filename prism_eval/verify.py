@@ -18,7 +18,7 @@ import rfc8785
 from pydantic import ValidationError
 
 from prism_eval.errors import VerificationFailed
-from prism_eval.record import PAYLOAD_TYPE, Record, SignedRecord, record_to_json, statement_bytes
+from prism_eval.record import PAYLOAD_TYPE, Record, SignedRecord, statement_bytes
 from prism_eval.scoring import (
     BatchFigures,
     ScoringRules,
@@ -27,7 +27,12 @@ from prism_eval.scoring import (
     stream_sha256,
     total_nats,
 )
-from prism_eval.signing import load_public_key, public_key_from_raw_b64, verify_signature
+from prism_eval.signing import (
+    Signature,
+    load_public_key,
+    public_key_from_raw_b64,
+    verify_signature,
+)
 
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 
@@ -38,6 +43,7 @@ class Verified:
 
     record: Record
     pinned: bool
+    signatures: list[Signature]
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -90,6 +96,15 @@ def check_consistency(record: Record) -> None:
             raise VerificationFailed("verify.inconsistent", "a scored record has a failed stage")
         if record.score is None or record.stream is None or record.run is None:
             raise VerificationFailed("verify.inconsistent", "a scored record lacks its figures")
+        review = record.review
+        if review is not None and review.decision not in (None, "allow"):
+            raise VerificationFailed(
+                "verify.inconsistent", f"a scored record whose review decided {review.decision}"
+            )
+        if review is not None and review.policy == "required" and review.decision != "allow":
+            raise VerificationFailed(
+                "verify.inconsistent", "a scored record under a required review has no allow"
+            )
         stream, score, run = record.stream, record.score, record.run
         bpb = bits_per_byte(stream.nats, stream.bytes)
         if bpb != score.bpb:
@@ -148,7 +163,10 @@ def verify_record(
         raise VerificationFailed(
             "verify.schema", f"not a prism-eval record: {exc.errors()[:3]}"
         ) from exc
-    if record_to_json(signed.record) != data["record"]:
+    # Fields a record does not carry (one written before an optional field existed) stay
+    # unset; everything it does carry must read back unchanged.
+    as_parsed = signed.record.model_dump(mode="json", by_alias=True, exclude_unset=True)
+    if as_parsed != data["record"]:
         raise VerificationFailed("verify.schema", "the record holds values outside its schema")
     signer = signed.record.signer
     key = (
@@ -162,4 +180,4 @@ def verify_record(
     check_consistency(signed.record)
     if stream_path is not None:
         check_stream_file(signed.record, stream_path)
-    return Verified(signed.record, pinned=pubkey_path is not None)
+    return Verified(signed.record, pinned=pubkey_path is not None, signatures=signed.signatures)

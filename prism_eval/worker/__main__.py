@@ -46,6 +46,11 @@ def main() -> int:
             cuda_version=torch.version.cuda,
             device_name=device_name,
             determinism=flags,
+            cudnn_version=(
+                torch.backends.cudnn.version()  # type: ignore[no-untyped-call]
+                if spec.device == "cuda"
+                else None
+            ),
             isolation=isolation,
         )
     )

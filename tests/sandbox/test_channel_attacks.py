@@ -76,8 +76,8 @@ def test_printed_fake_result_markers_never_reach_stdout(run_attack: RunAttack) -
 
 def test_a_failure_report_naming_another_step_is_the_miners_fault(run_attack: RunAttack) -> None:
     frame = (
-        "(lambda h: struct.pack('>II', len(h), 0) + h)(b'{\"type\":\"failure\","
-        "\"where\":\"load_weights\",\"exc_type\":\"X\",\"message\":\"m\",\"traceback\":\"\"}')"
+        '(lambda h: struct.pack(\'>II\', len(h), 0) + h)(b\'{"type":"failure",'
+        '"where":"load_weights","exc_type":"X","message":"m","traceback":""}\')'
     )
     result = run_attack(
         f"""

@@ -32,6 +32,7 @@ from prism_eval.record import (
     IsolationLayer,
     Reason,
     Record,
+    ReviewSummary,
     RunFigures,
     Score,
     SignedRecord,
@@ -513,3 +514,20 @@ def test_record_with_a_large_integral_float_verifies(
 ) -> None:
     record = good_record(identity, config={"byte_budget": 1e16})
     verify_record(signed_bytes(record, identity), pubkey_path)
+
+
+@pytest.mark.parametrize(
+    ("policy", "decision"), [("optional", "reject"), ("off", "held"), ("required", None)]
+)
+def test_scored_record_without_an_allow_where_one_was_needed_is_inconsistent(
+    identity: attest.SigningIdentity, pubkey_path: Path, policy: str, decision: str | None
+) -> None:
+    review = ReviewSummary(
+        policy=policy,  # type: ignore[arg-type]
+        verdict_sha256=None if decision is None else "f" * 64,
+        decision=decision,  # type: ignore[arg-type]
+        reviewer_keyid=None,
+        model=None,
+    )
+    record = good_record(identity).model_copy(update={"review": review})
+    assert rule_of(signed_bytes(record, identity), pubkey_path).rule_id == "verify.inconsistent"
