@@ -31,12 +31,11 @@ from prism_eval.protocol import (
     AuditLoss,
     Failure,
     JobSpec,
-    LayerReport,
     ProtocolError,
 )
 from prism_eval.record import AuditFigures
 from prism_eval.sandbox.launch import WorkerProcess, WorkerTimeout
-from prism_eval.sandbox.session import failure_error, lost_worker_error, start_job
+from prism_eval.sandbox.session import OnReady, failure_error, lost_worker_error, start_job
 from prism_eval.scoring import bits_per_byte
 from prism_eval.stream import PackedBatch
 
@@ -58,14 +57,6 @@ class ScoredBatch:
 
     batch: PackedBatch
     nats: float
-
-
-@dataclass
-class AuditOutcome:
-    """The referee's figures and how its worker was isolated."""
-
-    figures: AuditFigures
-    isolation: list[LayerReport]
 
 
 def _score(
@@ -134,9 +125,10 @@ def run_audit(
     first: ScoredBatch,
     recent: list[ScoredBatch],
     heldout: list[PackedBatch],
-) -> AuditOutcome:
+    on_ready: OnReady | None = None,
+) -> AuditFigures:
     """Run the referee worker and check its figures; raise Rejected/Failed on a breach."""
-    worker, _, layers = start_job(spec, scratch_dir, config)
+    worker, _, _ = start_job(spec, scratch_dir, config, on_ready=on_ready)
     try:
         replay = _score(worker, "replay", [first.batch], config, spec)[0]
         redone = _score(worker, "recent", [s.batch for s in recent], config, spec)
@@ -176,4 +168,4 @@ def run_audit(
                 ),
             }
         )
-    return AuditOutcome(figures, layers)
+    return figures

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from prism_eval.audit import AuditOutcome, run_audit
+from prism_eval.audit import run_audit
 from prism_eval.bundle import Bundle, load_bundle
 from prism_eval.config import EvalConfig, load_config
 from prism_eval.contract import Contract, check_contract
@@ -25,9 +25,10 @@ from prism_eval.errors import EvaluatorError, Failed, PrismError, Rejected, Stat
 from prism_eval.lint import lint_bundle, raise_on_findings
 from prism_eval.probing import ProbeOutcome, run_probe
 from prism_eval.progress import TrainProgress, say
-from prism_eval.protocol import JobSpec, LayerReport
+from prism_eval.protocol import JobSpec, LayerReport, Ready
 from prism_eval.record import (
     Artifacts,
+    AuditFigures,
     DataRef,
     Reason,
     Score,
@@ -109,7 +110,7 @@ class Evaluation:
         self.stages: list[StageResult] = []
         self.manifest: DataManifest | None = None
         self.heldout_manifest: DataManifest | None = None
-        self.audit: AuditOutcome | None = None
+        self.audit: AuditFigures | None = None
         self.data: DataRef | None = None
         self.heldout: DataRef | None = None
         self.bundle: Bundle | None = None
@@ -120,6 +121,7 @@ class Evaluation:
         self.artifacts: Artifacts | None = None
         self.score: Score | None = None
         self.isolation: list[LayerReport] = []
+        self.ready: Ready | None = None
         self.review: VerifiedVerdict | None = None
 
     # ---- stages -------------------------------------------------------------------------
@@ -188,8 +190,9 @@ class Evaluation:
 
     def stage_probe(self) -> str:
         """Build the model in a probe worker: cap, output shape, finiteness, determinism."""
-        self.probe = run_probe(self._job_spec("probe"), self._scratch("probe"), self.config)
-        self.isolation = self.probe.isolation
+        self.probe = run_probe(
+            self._job_spec("probe"), self._scratch("probe"), self.config, self._worker_ready
+        )
         return f"{self.probe.params:,} parameters, logits width {self.probe.logits_width:,}"
 
     def stage_train(self) -> str:
@@ -197,18 +200,16 @@ class Evaluation:
         assert self.manifest is not None and self.tokenizer is not None
         say(f"training: byte budget {self.config.byte_budget:,}")
         self.train = TrainOutcome()
-        try:
-            run_training(
-                self.train,
-                self._job_spec("train"),
-                self._scratch("train"),
-                self.config,
-                documents=iter_documents(self.request.data_dir, self.manifest, "train"),
-                tokenizer=self.tokenizer,
-                progress=TrainProgress(self.config.byte_budget),
-            )
-        finally:
-            self.isolation = self.train.isolation or self.isolation
+        run_training(
+            self.train,
+            self._job_spec("train"),
+            self._scratch("train"),
+            self.config,
+            documents=iter_documents(self.request.data_dir, self.manifest, "train"),
+            tokenizer=self.tokenizer,
+            progress=TrainProgress(self.config.byte_budget),
+            on_ready=self._worker_ready,
+        )
         scored = sum(f.bytes for f in self.train.figures)
         note = f"{len(self.train.figures)} batches, {scored:,} bytes"
         if self.train.tally.stopped_by == "data_exhausted":
@@ -249,8 +250,9 @@ class Evaluation:
             first=self.train.first,
             recent=list(self.train.recent),
             heldout=heldout,
+            on_ready=self._worker_ready,
         )
-        figures = self.audit.figures
+        figures = self.audit
         note = (
             f"step 0 replayed; last {figures.recent_batches} batches "
             f"{figures.recent_final_bpb:.3f} bpb with the saved weights"
@@ -268,7 +270,7 @@ class Evaluation:
             raise Failed("score.no_bytes", "the scored batches covered no bytes of text")
         bpb = bits_per_byte(total_nats(figures), scored_bytes)
         delta = gap = None
-        audit = self.audit.figures if self.audit else None
+        audit = self.audit
         if audit and audit.heldout_trained_bpb is not None and audit.heldout_twin_bpb is not None:
             delta = audit.heldout_twin_bpb - audit.heldout_trained_bpb
             gap = audit.heldout_trained_bpb - audit.recent_final_bpb
@@ -285,6 +287,10 @@ class Evaluation:
         return f"bpb {bpb:.4f} over {scored_bytes:,} bytes; final score {final:.6f}"
 
     # ---- plumbing -----------------------------------------------------------------------
+
+    def _worker_ready(self, ready: Ready, layers: list[LayerReport]) -> None:
+        """Note how the latest worker was set up: the record reports its isolation."""
+        self.ready, self.isolation = ready, layers
 
     def _scratch(self, job: str) -> Path:
         path = self.work_dir / f"scratch-{job}"

@@ -21,14 +21,12 @@ from prism_eval.protocol import (
     CausalityCheck,
     Failure,
     JobSpec,
-    LayerReport,
     ProbeInput,
     ProbeReport,
     ProtocolError,
-    Ready,
 )
 from prism_eval.sandbox.launch import WorkerTimeout
-from prism_eval.sandbox.session import failure_error, lost_worker_error, start_job
+from prism_eval.sandbox.session import OnReady, failure_error, lost_worker_error, start_job
 
 PROBE_BATCH = 2
 PROBE_SEQ = 16
@@ -49,8 +47,6 @@ PROBE_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
 class ProbeOutcome:
     """What the probe established about the model."""
 
-    ready: Ready
-    isolation: list[LayerReport]
     params: int
     float_buffer_elements: int
     logits_width: int
@@ -120,7 +116,9 @@ def check_probe_report(report: ProbeReport, spec: JobSpec, seq_len: int) -> tupl
     return params, buffers, shape[2]
 
 
-def run_probe(spec: JobSpec, scratch_dir: Path, config: EvalConfig) -> ProbeOutcome:
+def run_probe(
+    spec: JobSpec, scratch_dir: Path, config: EvalConfig, on_ready: OnReady | None = None
+) -> ProbeOutcome:
     """Run the probe worker and return the checked outcome (raises Rejected or Failed)."""
     deadline = time.monotonic() + config.probe_timeout_s
     seq_len = min(PROBE_SEQ, spec.max_seq_len - 1)
@@ -132,7 +130,7 @@ def run_probe(spec: JobSpec, scratch_dir: Path, config: EvalConfig) -> ProbeOutc
         ),
         tokens.tobytes(),
     )
-    worker, ready, layers = start_job(spec, scratch_dir, config, [probe_input])
+    worker, _, _ = start_job(spec, scratch_dir, config, [probe_input], on_ready)
     try:
         message = worker.receive(config.idle_timeout_s, deadline)
     except (WorkerTimeout, ProtocolError) as exc:
@@ -145,4 +143,4 @@ def run_probe(spec: JobSpec, scratch_dir: Path, config: EvalConfig) -> ProbeOutc
         raise Failed("probe.protocol", f"expected a probe report, got {message.type}")
     worker.close()
     params, buffers, width = check_probe_report(message, spec, seq_len)
-    return ProbeOutcome(ready, layers, params, buffers, width)
+    return ProbeOutcome(params, buffers, width)

@@ -31,10 +31,8 @@ from prism_eval.protocol import (
     ChannelClosed,
     Failure,
     JobSpec,
-    LayerReport,
     NonFiniteLoss,
     ProtocolError,
-    Ready,
     StreamAccepted,
     StreamEnd,
     StreamOpen,
@@ -43,7 +41,7 @@ from prism_eval.protocol import (
     WorkerMessage,
 )
 from prism_eval.sandbox.launch import QuotaExceeded, Watch, WorkerProcess, WorkerTimeout
-from prism_eval.sandbox.session import failure_error, lost_worker_error, start_job
+from prism_eval.sandbox.session import OnReady, failure_error, lost_worker_error, start_job
 from prism_eval.scoring import BatchFigures
 from prism_eval.stream import BatchProducer, PackedBatch, StreamTally, pack_batches
 from prism_eval.tokenizers import Tokenizer
@@ -62,10 +60,8 @@ Progress = Callable[[int, float, float], None]  # (bytes scored, nats so far, se
 
 @dataclass
 class TrainOutcome:
-    """The scored stream as the supervisor counted it, and how the worker was isolated."""
+    """The scored stream as the supervisor counted it."""
 
-    ready: Ready | None = None
-    isolation: list[LayerReport] = field(default_factory=list)
     peak_memory_bytes: int | None = None
     spot_checks: int = 0
     batch_size: int = 0
@@ -224,11 +220,12 @@ def run_training(
     documents: Iterable[Document],
     tokenizer: Tokenizer,
     progress: Progress,
+    on_ready: OnReady | None = None,
 ) -> None:
     """Run the train worker over the scored stream, filling `outcome` as it goes.
 
-    Raises Rejected/Failed on any breach; `outcome` then still holds what was established
-    (isolation, the batches scored so far) for the record.
+    Raises Rejected/Failed on any breach; `outcome` then still holds the batches scored so
+    far, for the record.
     """
     started = time.monotonic()
     deadline = started + config.train_timeout_s
@@ -236,7 +233,7 @@ def run_training(
     watch = artifacts_watch(
         Path(spec.artifacts_dir), config.artifacts_quota_mib * 2**20, config.artifacts_max_files
     )
-    worker, outcome.ready, outcome.isolation = start_job(spec, scratch_dir, config)
+    worker, _, _ = start_job(spec, scratch_dir, config, on_ready=on_ready)
     producer: BatchProducer | None = None
     try:
         message = _await(worker, spec, deadline, idle_s, watch)

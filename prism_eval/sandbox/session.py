@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from pydantic import BaseModel
@@ -22,6 +22,7 @@ from prism_eval.protocol import ChannelClosed, Failure, JobSpec, LayerReport, Pr
 from prism_eval.sandbox.cgroup import WorkerCgroup
 from prism_eval.sandbox.launch import QuotaExceeded, WorkerProcess, WorkerTimeout
 
+OnReady = Callable[[Ready, list[LayerReport]], None]
 READY_TIMEOUT_S = 120.0  # importing torch on a cold, busy machine
 _MEMORY_ERRORS = ("MemoryError", "OutOfMemoryError")
 _MEMORY_MESSAGES = ("can't allocate memory", "out of memory", "Cannot allocate memory")
@@ -45,6 +46,7 @@ def start_job(
     scratch_dir: Path,
     config: EvalConfig,
     inputs: Sequence[tuple[BaseModel, bytes]] = (),
+    on_ready: OnReady | None = None,
 ) -> tuple[WorkerProcess, Ready, list[LayerReport]]:
     """Start a sandboxed worker for `spec`, send it `inputs` too, and wait until it is set up.
 
@@ -72,6 +74,8 @@ def start_job(
         worker.kill()
         raise Failed(f"{spec.job}.protocol", f"expected ready, got {message.type}")
     layers = [*SUPERVISOR_LAYERS, *cgroup.reports, *message.isolation]
+    if on_ready is not None:  # the record shows the layers even when a required one is missing
+        on_ready(message, layers)
     required = set(config.isolation_required)
     missing = [layer for layer in layers if layer.name in required and layer.state != "active"]
     if missing:
