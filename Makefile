@@ -43,3 +43,15 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+
+# The OCI image (Containerfile; deploy/README.md). `image` needs podman or docker (and, for the
+# default local base, debootstrap and root); `test-image` installs podman, buildah, debootstrap
+# and runc, builds, evaluates the example inside with the recommended run line and outside, and
+# requires equal reproducible record cores.
+.PHONY: image test-image
+
+image: install
+	bash scripts/build_image.sh
+
+test-image: install
+	bash scripts/test_image.sh

@@ -59,8 +59,11 @@ def describe_environment(ready: Ready | None) -> Environment:
     )
 
 
-def isolation_record(layers: list[LayerReport]) -> list[IsolationLayer]:
-    """Every isolation layer of DESIGN §3, in a fixed order, as the last worker reported it."""
+def isolation_record(
+    layers: list[LayerReport], host_layers: list[LayerReport]
+) -> list[IsolationLayer]:
+    """Every worker layer of DESIGN §3 in a fixed order, as the last worker reported it, then
+    the outer layers the host gave the evaluator (`host_*`)."""
     by_name = {layer.name: layer for layer in layers}
     record = []
     for name in ISOLATION_LAYERS:
@@ -71,6 +74,10 @@ def isolation_record(layers: list[LayerReport]) -> list[IsolationLayer]:
             )
         else:
             record.append(IsolationLayer(name=name, state=layer.state, detail=layer.detail))
+    record += [
+        IsolationLayer(name=layer.name, state=layer.state, detail=layer.detail)
+        for layer in host_layers
+    ]
     return record
 
 

@@ -112,7 +112,7 @@ def build_record(
         ),
         evaluator=evaluator_identity(__version__),
         environment=describe_environment(evaluation.ready),
-        isolation=isolation_record(evaluation.isolation),
+        isolation=isolation_record(evaluation.isolation, evaluation.host_layers),
         stages=evaluation.stages,
         run=run,
         stream=stream,

@@ -36,6 +36,7 @@ from prism_eval.record import (
     StageStatus,
 )
 from prism_eval.review import VerifiedVerdict, load_verdict, require_allow
+from prism_eval.sandbox.host import host_checks
 from prism_eval.sandbox.policy import prepare_worker_dirs, sandbox_spec
 from prism_eval.scored_run import TrainOutcome, run_training
 from prism_eval.scoring import (
@@ -122,6 +123,9 @@ class Evaluation:
         self.score: Score | None = None
         self.isolation: list[LayerReport] = []
         self.ready: Ready | None = None
+        # What surrounds the whole evaluator (container flags, a pod's securityContext):
+        # checked once, before any worker, and recorded beside the worker's own layers.
+        self.host_layers: list[LayerReport] = host_checks()
         self.review: VerifiedVerdict | None = None
 
     # ---- stages -------------------------------------------------------------------------

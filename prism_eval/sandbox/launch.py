@@ -80,8 +80,12 @@ def worker_environment(scratch_dir: Path, threads: int) -> dict[str, str]:
         "TIKTOKEN_CACHE_DIR": str(scratch_dir / "tiktoken"),
         "WANDB_MODE": "disabled",
     }
+    # Fixed thread counts: MKL and OpenMP may otherwise use fewer threads on a busy host, which
+    # splits float sums differently and breaks bit-for-bit reproduction.
+    env["OMP_DYNAMIC"] = "FALSE"
+    env["MKL_DYNAMIC"] = "FALSE"
     if threads > 0:
-        env["OMP_NUM_THREADS"] = str(threads)
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     for name in PASSTHROUGH_ENV:
         if name in os.environ:
             env[name] = os.environ[name]

@@ -61,10 +61,19 @@ def apply_rlimits(limits: dict[str, int]) -> LayerReport:
 
 
 def _bring_loopback_up() -> None:
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+    # Interface ioctls work on any socket; AF_UNIX is the one family that an operator's seccomp
+    # profile (deploy/seccomp.json) lets through.
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as probe:
         request = struct.pack("16sH14s", b"lo", 0, b"")
         flags = struct.unpack("16sH14s", fcntl.ioctl(probe, _SIOCGIFFLAGS, request))[1]
         fcntl.ioctl(probe, _SIOCSIFFLAGS, struct.pack("16sH14s", b"lo", flags | _IFF_UP, b""))
+
+
+def _interfaces() -> list[str]:
+    """This namespace's interfaces, from /proc/self/net/dev: no netlink socket needed."""
+    with open("/proc/self/net/dev") as handle:
+        lines = handle.read().splitlines()[2:]
+    return sorted(line.split(":", 1)[0].strip() for line in lines if ":" in line)
 
 
 def enter_network_namespace() -> LayerReport:
@@ -83,8 +92,11 @@ def enter_network_namespace() -> LayerReport:
             handle.write(f"{uid} {uid} 1")
         with open("/proc/self/gid_map", "w") as handle:
             handle.write(f"{gid} {gid} 1")
-    _bring_loopback_up()
-    names = sorted(name for _, name in socket.if_nameindex())
+    try:
+        _bring_loopback_up()
+        names = _interfaces()
+    except OSError as exc:
+        return _unavailable("network_namespace", f"namespace made, lo not checked: {exc}")
     if names != ["lo"]:
         return _unavailable("network_namespace", f"interfaces still visible: {names}")
     return _active("network_namespace", "private namespace; only lo, up")

@@ -135,3 +135,11 @@ def test_bad_config_file_still_prints_an_error_record(tmp_path: Path) -> None:
     assert result.exit_code == 5
     assert result.record["reason"]["rule_id"] == "config.invalid"
     assert result.record["inputs"] is None
+
+
+def test_record_states_worker_and_host_layers(example_run: tuple[CliResult, Path]) -> None:
+    from prism_eval.config import ISOLATION_LAYERS
+    from prism_eval.sandbox.host import HOST_LAYERS
+
+    names = [layer["name"] for layer in example_run[0].record["isolation"]]
+    assert names == [*ISOLATION_LAYERS, *HOST_LAYERS]

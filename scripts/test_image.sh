@@ -1,0 +1,188 @@
+#!/usr/bin/env bash
+# `make test-image`: build the image from a local base, evaluate inside it with the recommended
+# run line, evaluate the same bundle outside it, and require equal reproducible record cores.
+#
+#   1. the tools: podman, buildah, debootstrap, runc (apt, only when one is missing);
+#   2. scripts/build_image.sh prism-eval:test (base and wheels cached under build/image/);
+#   3. inside, with --network none --read-only --tmpfs /tmp --cap-drop ALL, no-new-privileges,
+#      deploy/seccomp.json, --pids-limit and --memory: the outer-layer checks
+#      (prism_eval.sandbox.host) must all hold; `prism-eval doctor` is printed;
+#   4. inside: /in/bundle.zip with locked data mounted at /data, the key at
+#      /run/secrets/prism_eval_signing_key and --out /out; then options only (the embedded
+#      example bundle and data);
+#   5. outside: .venv/bin/prism-eval run on the same bundle, data, seed, byte budget, threads;
+#   6. scripts/compare_record_cores.py: both records verify against the test key and their
+#      cores (prism_eval.reproduce.core_of) are equal; the image's digest and source commit are
+#      in the inside record.
+# Exits non-zero on any difference, printing it. Removes its containers and files on exit; the
+# image prism-eval:test and the build cache stay for the next run.
+#
+# Environment: BYTE_BUDGET (65536), SEED (1337), THREADS (1), MEMORY (12g), PIDS_LIMIT (1024),
+# and those of scripts/build_image.sh.
+#
+# THREADS=1 (both sides): with several threads, CPU float reductions can be split differently
+# from run to run on a heavily loaded host, and a record then differs in the last bits from an
+# otherwise identical run (seen inside and outside alike). One thread removes that variable, so
+# a difference here means the container changed the evaluation. THREADS=0 uses every core.
+set -euo pipefail
+LOG_NAME=test_image  # read by log() in image_lib.sh
+# shellcheck source=scripts/image_lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/image_lib.sh"
+
+IMAGE=prism-eval:test
+BYTE_BUDGET="${BYTE_BUDGET:-65536}"
+SEED="${SEED:-1337}"
+THREADS="${THREADS:-1}"
+MEMORY="${MEMORY:-12g}"
+PIDS_LIMIT="${PIDS_LIMIT:-1024}"
+CONTAINER_UID=10001
+PRISM_EVAL="$ROOT/.venv/bin/prism-eval"
+PYTHON="$ROOT/.venv/bin/python"
+BUNDLE_DIR="$ROOT/examples/bundles/ok_tiny_transformer"
+DATA_DIR="$ROOT/examples/data"
+
+STARTED=$(date +%s)
+WORK=""
+CONTAINERS=()
+
+cleanup() {
+  local name
+  for name in "${CONTAINERS[@]}"; do
+    "$ENGINE" rm -f "$name" >/dev/null 2>&1 || true
+  done
+  if [[ -n "$WORK" ]]; then rm -rf "$WORK"; fi
+}
+trap cleanup EXIT
+
+ensure_tools() {
+  local missing=() tool
+  for tool in podman buildah debootstrap runc; do
+    command -v "$tool" >/dev/null 2>&1 || missing+=("$tool")
+  done
+  if (( ${#missing[@]} == 0 )); then return; fi
+  [[ $(id -u) == 0 ]] || die "missing ${missing[*]}; install them (apt-get install ${missing[*]})"
+  log "installing ${missing[*]} with apt"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get -o DPkg::Lock::Timeout=300 update -qq >&2
+  apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >&2
+}
+
+# The recommended run line (deploy/README.md), plus what this host's engine needs.
+run_flags() {
+  local name=$1
+  CONTAINERS+=("$name")
+  printf '%s\n' --rm --name "$name" "${RUNTIME_FLAGS[@]}" "${ULIMIT_FLAGS[@]}" \
+    --network none --read-only --tmpfs /tmp --cap-drop ALL \
+    --security-opt no-new-privileges --security-opt "seccomp=$ROOT/deploy/seccomp.json" \
+    --pids-limit "$PIDS_LIMIT" --memory "$MEMORY"
+}
+
+make_inputs() {
+  WORK=$(mktemp -d /tmp/prism-eval-test-image.XXXXXX)
+  chmod 0755 "$WORK"
+  mkdir -p "$WORK/in" "$WORK/secret" "$WORK/outside" "$WORK/inside-zip" "$WORK/inside-default"
+  "$PRISM_EVAL" keygen --out "$WORK/test" >/dev/null
+  # The container's user reads the key, as a secret mount would let it.
+  install -m 0400 -o "$CONTAINER_UID" -g "$CONTAINER_UID" "$WORK/test.key" \
+    "$WORK/secret/prism_eval_signing_key"
+  chown "$CONTAINER_UID:$CONTAINER_UID" "$WORK/inside-zip" "$WORK/inside-default"
+  "$PYTHON" - "$BUNDLE_DIR" "$WORK/in/bundle.zip" <<'EOF'
+import sys, zipfile
+from pathlib import Path
+source, target = Path(sys.argv[1]), Path(sys.argv[2])
+with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+    for path in sorted(p for p in source.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        archive.write(path, path.relative_to(source).as_posix())
+EOF
+  chmod -R a+rX "$WORK/in"
+}
+
+check_outer_layers() {
+  local flags
+  mapfile -t flags < <(run_flags "prism-eval-test-host-$$")
+  log "outer layers inside the container (prism_eval.sandbox.host):"
+  "$ENGINE" run "${flags[@]}" --entrypoint /opt/prism-eval/venv/bin/python "$IMAGE" -c '
+import sys
+from prism_eval.sandbox.host import host_checks
+reports = host_checks()
+for r in reports:
+    print(f"  {r.state:<12} {r.name:<20} {r.detail}")
+missing = [r.name for r in reports if r.state != "active"]
+if missing:
+    print("not held: " + ", ".join(missing), file=sys.stderr)
+sys.exit(1 if missing else 0)' >&2 || die "the recommended run line did not give every outer layer"
+  mapfile -t flags < <(run_flags "prism-eval-test-doctor-$$")
+  log "prism-eval doctor inside the container:"
+  "$ENGINE" run "${flags[@]}" "$IMAGE" doctor >&2 || die "doctor failed inside the container"
+}
+
+run_inside() {
+  local label=$1 out=$2 flags started
+  shift 2
+  mapfile -t flags < <(run_flags "prism-eval-test-$label-$$")
+  started=$(date +%s)
+  if ! "$ENGINE" run "${flags[@]}" \
+      -e "PRISM_EVAL_IMAGE_DIGEST=$IMAGE_DIGEST" \
+      -v "$WORK/secret/prism_eval_signing_key:/run/secrets/prism_eval_signing_key:ro" \
+      -v "$out:/out" "$@" >"$out/stdout.json" 2>"$out/stderr.log"; then
+    tail -25 "$out/stderr.log" >&2
+    log "the $label evaluation inside the container did not score (its record follows)"
+    cat "$out/stdout.json" >&2
+    exit 1
+  fi
+  log "inside ($label): scored in $(since "$started") s"
+}
+
+compare() {
+  local label=$1 inside=$2
+  log "comparing the reproducible cores: outside vs inside ($label)"
+  "$PYTHON" "$ROOT/scripts/compare_record_cores.py" \
+    "$WORK/outside/record.json" "$inside/record.json" \
+    --pubkey "$WORK/test.pub" \
+    --stream "$WORK/outside/stream.json" --stream "$inside/stream.json" \
+    --expect-image-digest "$IMAGE_DIGEST" --expect-source-commit "$SOURCE_COMMIT" >&2
+}
+
+main() {
+  local phase
+  choose_engine
+  [[ -x "$PRISM_EVAL" ]] || die "$PRISM_EVAL is missing: run \`make install\` first"
+  ensure_tools
+  choose_engine   # podman may have just been installed
+  if [[ -f /usr/share/containers/seccomp.json ]] \
+      && ! "$PYTHON" "$ROOT/scripts/make_seccomp_profile.py" --check 2>/dev/null; then
+    log "warning: deploy/seccomp.json differs from what this host's default profile gives"
+  fi
+
+  phase=$(date +%s)
+  "$ROOT/scripts/build_image.sh" "$IMAGE"
+  BUILD_S=$(since "$phase")
+  IMAGE_DIGEST=$("$ENGINE" image inspect --format '{{.Digest}}' "$IMAGE")
+  SOURCE_COMMIT=$("$ENGINE" image inspect \
+    --format '{{ index .Config.Labels "org.opencontainers.image.revision" }}' "$IMAGE")
+  make_inputs
+
+  phase=$(date +%s)
+  check_outer_layers
+  run_inside zip "$WORK/inside-zip" -v "$WORK/in:/in:ro" -v "$DATA_DIR:/data:ro" \
+    "$IMAGE" /in/bundle.zip --byte-budget "$BYTE_BUDGET" --seed "$SEED" --threads "$THREADS" \
+    --out /out
+  run_inside default "$WORK/inside-default" \
+    "$IMAGE" --byte-budget "$BYTE_BUDGET" --seed "$SEED" --threads "$THREADS" --out /out
+  INSIDE_S=$(since "$phase")
+
+  phase=$(date +%s)
+  "$PRISM_EVAL" run "$WORK/in/bundle.zip" --data "$DATA_DIR" --key "$WORK/test.key" \
+    --byte-budget "$BYTE_BUDGET" --seed "$SEED" --threads "$THREADS" --out "$WORK/outside" \
+    >"$WORK/outside/stdout.json" 2>"$WORK/outside/stderr.log" \
+    || { tail -25 "$WORK/outside/stderr.log" >&2; die "the evaluation outside did not score"; }
+  OUTSIDE_S=$(since "$phase")
+  log "outside: scored in $OUTSIDE_S s"
+
+  compare zip "$WORK/inside-zip"
+  compare default "$WORK/inside-default"
+  log "ok: identical reproducible cores; build ${BUILD_S} s, inside ${INSIDE_S} s," \
+    "outside ${OUTSIDE_S} s, total $(since "$STARTED") s"
+}
+
+main "$@"
