@@ -186,6 +186,13 @@ def _finite(value: float) -> float:
     return value
 
 
+def _nats(value: float) -> float:
+    # A summed negative log-likelihood is finite and never negative.
+    if not math.isfinite(value) or value < 0:
+        raise ValueError("must be finite and >= 0")
+    return value
+
+
 class Ready(_Message):
     """The worker is set up (seeds, determinism) and about to import miner code."""
 
@@ -247,7 +254,7 @@ class BatchLoss(_Message):
     @field_validator("nats")
     @classmethod
     def _nats_finite(cls, value: float) -> float:
-        return _finite(value)
+        return _nats(value)
 
 
 class AuditLoss(_Message):
@@ -262,7 +269,7 @@ class AuditLoss(_Message):
     @field_validator("twin_nats", "trained_nats")
     @classmethod
     def _nats_finite(cls, value: float | None) -> float | None:
-        return None if value is None else _finite(value)
+        return None if value is None else _nats(value)
 
 
 class AuditDone(_Message):

@@ -90,3 +90,24 @@ def test_a_failure_report_naming_another_step_is_the_miners_fault(run_attack: Ru
     )
     # Never `error` (the evaluator's fault, retried): a hostile worker cannot choose that.
     assert reason(result)[:2] == ("failed", "train.protocol")
+
+
+def test_a_negative_loss_is_a_protocol_breach_not_an_evaluator_error(
+    run_attack: RunAttack,
+) -> None:
+    frame = (
+        "(lambda h: struct.pack('>II', len(h), 0) + h)"
+        "(b'{\"type\":\"batch_loss\",\"index\":0,\"nats\":-5.0,\"tokens\":124}')"
+    )
+    result = run_attack(
+        f"""
+        import os, struct, sys, time
+
+        def attack(ctx):
+            model = ctx.build_model()
+            ctx.iter_train_batches(model, batch_size=4, seq_len=32)  # the stream is open
+            os.write({FD}, {frame})
+            time.sleep(30)
+        """
+    )
+    assert reason(result)[:2] == ("failed", "train.protocol")
