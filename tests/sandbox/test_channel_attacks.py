@@ -97,7 +97,7 @@ def test_a_negative_loss_is_a_protocol_breach_not_an_evaluator_error(
 ) -> None:
     frame = (
         "(lambda h: struct.pack('>II', len(h), 0) + h)"
-        "(b'{\"type\":\"batch_loss\",\"index\":0,\"nats\":-5.0,\"tokens\":124}')"
+        '(b\'{"type":"batch_loss","index":0,"nats":-5.0,"tokens":124}\')'
     )
     result = run_attack(
         f"""
