@@ -152,8 +152,3 @@ def lost_worker_error(stage: str, worker: WorkerProcess, exc: Exception) -> Pris
         else:
             what = f"the {stage} worker ended unexpectedly ({ended})"
     return Failed(rule, what, evidence=list(worker.output_tail))
-
-
-def deadline_left(deadline: float) -> float:
-    """Seconds left until a monotonic deadline (never negative)."""
-    return max(0.0, deadline - time.monotonic())
