@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 import click
 
 from prism_eval import __version__
+from prism_eval.config import MAX_RANKS
 from prism_eval.errors import EXIT_CODES, PrismError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -72,6 +73,15 @@ def _utc_iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def _check_nproc(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and not 1 <= value <= MAX_RANKS:
+        raise click.BadParameter(
+            f"{value} ranks: prism-eval runs 1 to {MAX_RANKS} ranks, on this node only "
+            "(several nodes are not supported)"
+        )
+    return value
+
+
 def default_data_dir() -> Path:
     """$PRISM_EVAL_DATA, else the checkout's examples/data, else the installed copy."""
     if os.environ.get("PRISM_EVAL_DATA"):
@@ -94,6 +104,9 @@ def default_data_dir() -> Path:
 @click.option("--seed", type=click.IntRange(min=0), help="The forced seed.")
 @click.option("--timeout", "timeout_s", type=click.FloatRange(min=1), help="Train wall cap (s).")
 @click.option("--threads", type=click.IntRange(min=0), help="torch threads in workers.")
+@click.option("--nproc", type=int, callback=_check_nproc,
+              help="Also run train(ctx) as N ranks (1-8, this node only; gloo on CPU) after "
+              "the audit; the score stays single-rank.")  # fmt: skip
 @click.option("--review-verdict", "review_verdict", type=click.Path(path_type=Path),
               help="Signed verdict from `prism-eval review`.")  # fmt: skip
 @click.option("--reviewer-key", "reviewer_keys", multiple=True, type=click.Path(path_type=Path),
@@ -117,6 +130,7 @@ def run(
     seed: int | None,
     timeout_s: float | None,
     threads: int | None,
+    nproc: int | None,
     review_verdict: Path | None,
     reviewer_keys: tuple[Path, ...],
     submitter: str | None,
@@ -129,9 +143,15 @@ def run(
     key signs and the record says so. A --review-verdict is verified offline against the
     --reviewer-key keys under every review policy; never any network access.
 
+    With --nproc N (2 to 8), train(ctx) also runs as N ranks on this node after the audit:
+    ctx.rank and ctx.world_size are set, torchrun's variables too, so
+    `torch.distributed.init_process_group("gloo")` works; every rank must end with the same
+    weights and only rank 0 may write to ctx.artifacts_dir.
+
     \b
     Example:
       prism-eval run examples/bundles/ok_tiny_transformer --byte-budget 65536 --out out/
+      prism-eval run examples/bundles/ok_tiny_transformer --nproc 2
       prism-eval run bundle.zip --profile official --review-verdict verdict.json \\
           --reviewer-key reviewer.pub
     """
@@ -147,6 +167,7 @@ def run(
             "seed": seed,
             "train_timeout_s": timeout_s,
             "threads": threads,
+            "nproc": nproc,
         },
     )
     request = RunRequest(

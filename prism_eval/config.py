@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from prism_eval.errors import EvaluatorError
 
 PROFILES = ("cpu", "official")
+MAX_RANKS = 8  # one node: the ranks check never starts processes anywhere else
 ISOLATION_LAYERS = (
     "environment", "watchdog", "cgroup_memory", "cgroup_pids", "rlimits", "network_namespace",
     "no_new_privs", "landlock", "unprivileged_user", "seccomp",
@@ -87,6 +88,17 @@ class EvalConfig(BaseModel):
     )
     review_max_answer_tokens: int = Field(
         4096, ge=64, le=65536, description="max_tokens of the review answer."
+    )
+    nproc: int = Field(
+        1,
+        ge=1,
+        le=MAX_RANKS,
+        description="Ranks of the ranks check, on one node. The score always comes from one "
+        "rank; with nproc > 1, train(ctx) also runs at world size nproc (gloo, CPU) after the "
+        "audit and must end with identical weights on every rank.",
+    )
+    ranks_byte_budget: int = Field(
+        32 * 1024, ge=1, description="Train bytes the ranks check feeds, across all ranks."
     )
     heldout_required: bool = False
     train_timeout_s: float = Field(600.0, gt=0, description="Wall-clock cap for train(ctx).")

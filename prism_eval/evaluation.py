@@ -119,6 +119,7 @@ def build_record(
         artifacts=evaluation.artifacts,
         audit=evaluation.audit,
         review=None if request.config_error else review_summary(evaluation),
+        ranks=evaluation.ranks,
         signer=signer,
         started_at=started_at,
         finished_at=_utc_now(),

@@ -1,6 +1,6 @@
 """Supervisor: the stages in their fixed order, and the record they produce (DESIGN §4).
 
-inputs → intake → contract → lint → review → probe → train → audit → score → record.
+inputs → intake → contract → lint → review → probe → train → audit → ranks → score → record.
 The first stage that raises ends the run; the later stages are listed as skipped, and a
 signed record is produced for every outcome. Nothing here imports bundle code: the probe and
 train stages run it in worker processes.
@@ -8,6 +8,7 @@ train stages run it in worker processes.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 import traceback
@@ -26,17 +27,19 @@ from prism_eval.lint import lint_bundle, raise_on_findings
 from prism_eval.probing import ProbeOutcome, run_probe
 from prism_eval.progress import TrainProgress, say
 from prism_eval.protocol import JobSpec, LayerReport, Ready
+from prism_eval.ranks import RankJob, run_ranks_check
 from prism_eval.record import (
     Artifacts,
     AuditFigures,
     DataRef,
+    RanksCheck,
     Reason,
     Score,
     StageResult,
     StageStatus,
 )
 from prism_eval.review import VerifiedVerdict, load_verdict, require_allow
-from prism_eval.sandbox.host import host_checks
+from prism_eval.sandbox.host import host_checks, inet_socket_refusal
 from prism_eval.sandbox.policy import prepare_worker_dirs, sandbox_spec
 from prism_eval.scored_run import TrainOutcome, run_training
 from prism_eval.scoring import (
@@ -51,7 +54,8 @@ from prism_eval.tokenizers import Tokenizer, load_tokenizer
 from prism_eval.weights import read_final_weights
 
 STAGES = (
-    "inputs", "intake", "contract", "lint", "review", "probe", "train", "audit", "score", "record"
+    "inputs", "intake", "contract", "lint", "review", "probe", "train", "audit", "ranks", "score",
+    "record",
 )  # fmt: skip
 HELDOUT_SPLIT = "test"
 
@@ -127,6 +131,7 @@ class Evaluation:
         # checked once, before any worker, and recorded beside the worker's own layers.
         self.host_layers: list[LayerReport] = host_checks()
         self.review: VerifiedVerdict | None = None
+        self.ranks: RanksCheck | None = None
 
     # ---- stages -------------------------------------------------------------------------
 
@@ -144,6 +149,15 @@ class Evaluation:
                 "inputs.heldout_required",
                 f"the {self.config.profile} profile requires held-out data",
                 hint="pass --heldout DIR",
+            )
+        refusal = inet_socket_refusal() if self.config.nproc > 1 else None
+        if refusal is not None:  # known now, not after the scored run
+            raise EvaluatorError(
+                "sandbox.ranks_need_tcp",
+                f"nproc is {self.config.nproc}, but this host refuses AF_INET sockets "
+                f"({refusal}); the ranks talk loopback TCP in their own network namespace",
+                hint="in a container, use deploy/seccomp-ranks.json instead of "
+                "deploy/seccomp.json; or run with --nproc 1",
             )
         return f"train split: {self.data.documents:,} documents, {self.data.shard_bytes:,} bytes"
 
@@ -265,6 +279,26 @@ class Evaluation:
             note += f"; held-out {figures.heldout_trained_bpb:.3f} bpb"
         return note
 
+    def stage_ranks(self) -> str | Skipped:
+        """With nproc > 1: train(ctx) at world size nproc on CPU (ranks.py). After the audit,
+        so nothing the ranks see can help the scored run, which stays single-rank."""
+        assert self.manifest is not None and self.tokenizer is not None
+        nproc = self.config.nproc
+        if nproc == 1:
+            return Skipped("nproc is 1: the scored run's one rank was the only one")
+        say(f"ranks: train(ctx) at world size {nproc} (gloo, CPU)")
+        self.ranks = run_ranks_check(
+            [self._rank_job(rank, nproc) for rank in range(nproc)],
+            self.config,
+            documents=iter_documents(self.request.data_dir, self.manifest, "train"),
+            tokenizer=self.tokenizer,
+        )
+        shard = self.ranks.ranks[0]
+        return (
+            f"{nproc} ranks × {shard.batches} batches; every rank saved the same weights "
+            f"({self.ranks.final_weights_sha256[:16]}…), only rank 0 wrote artifacts"
+        )
+
     def stage_score(self) -> str:
         """Prequential bits per byte over the scored stream (scoring.py)."""
         assert self.train is not None
@@ -301,10 +335,23 @@ class Evaluation:
         path.mkdir(mode=0o700, exist_ok=True)
         return path
 
-    def _artifacts_dir(self) -> Path:
-        path = self.work_dir / "artifacts"
+    def _artifacts_dir(self, name: str = "artifacts") -> Path:
+        path = self.work_dir / name
         path.mkdir(mode=0o700, exist_ok=True)
         return path
+
+    def _rank_job(self, rank: int, nproc: int) -> RankJob:
+        """One rank of the ranks check: CPU, its share of the threads, its own directories."""
+        threads = max(1, (self.config.threads or os.cpu_count() or 1) // nproc)
+        budget = self.config.ranks_byte_budget
+        config = self.config.model_copy(
+            update={"device": "cpu", "threads": threads, "byte_budget": budget}
+        )
+        scratch = self._scratch(f"rank{rank}")
+        artifacts = self._artifacts_dir(f"artifacts-rank{rank}")
+        spec = self._job_spec("ranks", config=config, scratch=scratch, artifacts=artifacts)
+        spec = spec.model_copy(update={"rank": rank, "world_size": nproc})
+        return RankJob(spec, scratch, artifacts)
 
     def _protected_paths(self) -> list[Path]:
         """What no worker may reach: the locked data, held-out data and the signing key."""
@@ -315,13 +362,20 @@ class Evaluation:
             paths.append(self.request.key_path)
         return paths
 
-    def _job_spec(self, job: Literal["probe", "train", "audit"]) -> JobSpec:
+    def _job_spec(
+        self,
+        job: Literal["probe", "train", "audit", "ranks"],
+        *,
+        config: EvalConfig | None = None,
+        scratch: Path | None = None,
+        artifacts: Path | None = None,
+    ) -> JobSpec:
         assert self.bundle is not None and self.contract is not None
         assert self.tokenizer is not None
-        config = self.config
+        config = config or self.config
         readable = config.data_access == "readable"
-        artifacts = self._artifacts_dir()
-        scratch = self._scratch(job)
+        artifacts = artifacts or self._artifacts_dir()
+        scratch = scratch or self._scratch(job)
         readable_data = self.request.data_dir / "train" if readable else None
         sandbox = sandbox_spec(
             job,
@@ -367,6 +421,7 @@ class Evaluation:
             "probe": self.stage_probe,
             "train": self.stage_train,
             "audit": self.stage_audit,
+            "ranks": self.stage_ranks,
             "score": self.stage_score,
         }
         for name, step in steps.items():

@@ -43,6 +43,12 @@ class SandboxSpec(_Message):
     """The isolation layers the worker applies to itself before any miner import (DESIGN §3)."""
 
     network_namespace: bool = Field(description="unshare a network namespace with only lo.")
+    join_user_namespace_fd: int | None = Field(
+        None, description="Inherited fd of rank 0's user namespace, joined first (non-root runs)."
+    )
+    join_network_namespace_fd: int | None = Field(
+        None, description="Inherited fd of rank 0's network namespace, joined instead of a new one."
+    )
     no_new_privs: bool
     drop_to_uid: int | None = Field(description="Switch to this uid/gid; None keeps the uid.")
     drop_capabilities: bool = Field(description="Clear every capability, bounding set included.")
@@ -51,7 +57,10 @@ class SandboxSpec(_Message):
     write_paths: list[str] = Field(description="Writable under Landlock.")
     device_paths: list[str] = Field(description="Device nodes: read, write, ioctl.")
     seccomp: bool
-    allow_inet: bool = Field(description="Let AF_INET sockets through seccomp (multi-rank only).")
+    allow_inet: bool = Field(
+        description="Let AF_INET sockets through seccomp and leave TCP out of Landlock, inside a "
+        "private network namespace only (the ranks check)."
+    )
     rlimits: dict[str, int] = Field(description="RLIMIT name (without prefix) → soft = hard.")
 
 
@@ -68,9 +77,12 @@ class JobSpec(_Message):
 
     type: Literal["job"] = "job"
     protocol: int = PROTOCOL_VERSION
-    job: Literal["probe", "train", "audit", "selftest"] = Field(
-        description="selftest applies the isolation, reports Ready and exits (doctor, bench)."
+    job: Literal["probe", "train", "audit", "ranks", "selftest"] = Field(
+        description="ranks is train(ctx) as one rank of the ranks check; selftest applies the "
+        "isolation, reports Ready and exits (doctor, bench)."
     )
+    rank: int = Field(0, ge=0, description="This worker's rank (ranks check only).")
+    world_size: int = Field(1, ge=1, description="Ranks in the job; 1 but for ranks.")
     bundle_dir: str
     architecture_file: str = Field(description="Path inside the bundle, e.g. architecture.py.")
     training_file: str

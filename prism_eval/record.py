@@ -185,6 +185,34 @@ class Artifacts(_Model):
     elements: int
 
 
+class RankFigures(_Model):
+    """One rank's shard of the ranks check, counted by the supervisor (nats as reported)."""
+
+    rank: int
+    batches: int
+    tokens: int
+    bytes: int
+    nats: float = Field(description="Exactly rounded sum of the rank's batch losses.")
+
+
+class RanksCheck(_Model):
+    """The ranks check (nproc > 1): train(ctx) at world size `nproc`; never part of the score."""
+
+    nproc: int = Field(description="Ranks that ran, on one node.")
+    backend: Literal["gloo"] = Field(description="The collective backend the ranks rendezvous for.")
+    device: Literal["cpu"]
+    batch_size: int
+    seq_len: int
+    ranks: list[RankFigures] = Field(description="Batch i went to rank i mod nproc.")
+    final_weights_sha256: str = Field(description="Every rank's saved weights hash to this.")
+    isolation: list[IsolationLayer] = Field(
+        description="Rank 0's layers: seccomp and Landlock let TCP through, inside the private "
+        "network namespace all ranks share."
+    )
+    wall_seconds: float
+    peak_memory_bytes: int | None = Field(None, description="The largest rank's peak (cgroup).")
+
+
 class ReviewSummary(_Model):
     """What the review stage established (DESIGN §7): the policy, and which verdict was checked."""
 
@@ -229,6 +257,9 @@ class Record(_Model):
     audit: AuditFigures | None = None
     review: ReviewSummary | None = Field(
         None, description="The review gate's policy and verdict; null when the config was bad."
+    )
+    ranks: RanksCheck | None = Field(
+        None, description="The ranks check; null when only the scored run's one rank ran."
     )
     signer: Signer
     started_at: str

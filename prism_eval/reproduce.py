@@ -2,7 +2,8 @@
 
 The core is what must not change between two honest evaluations of the same bundle on the
 same data with the same config: the subject, the inputs, the run's geometry and counts, the
-stream, the audit's figures and the score — not timings, memory, environment or signatures.
+stream, the audit's figures, the score and the ranks check's figures — not timings, memory,
+environment or signatures.
 With tolerance 0 (the default) every field must be equal: the same software and hardware stack
 reproduces bit for bit. Across hardware, floating-point kernels differ; a relative tolerance
 (e.g. 1e-3) then applies to the loss figures, and the stream digest is not compared.
@@ -37,8 +38,11 @@ CORE = {
     "stream": ("sha256", "batches", "nats", "tokens", "bytes", "curve"),
     "audit": None,
     "score": None,
+    "ranks": ("nproc", "backend", "device", "batch_size", "seq_len", "ranks",
+              "final_weights_sha256"),
 }  # fmt: skip
-EXACT_ONLY = {"stream.sha256"}  # a digest of floats: meaningful only at tolerance 0
+# Digests of floats: meaningful only at tolerance 0.
+EXACT_ONLY = {"stream.sha256", "ranks.final_weights_sha256"}
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,7 @@ def check_geometry(request: StreamOpen, spec: JobSpec) -> None:
         raise Rejected("train.batch_too_large", "batch_size × seq_len is too large to send")
 
 
-class _StreamDriver:
+class StreamDriver:
     """Sends batches ahead of the worker and matches each loss to its batch."""
 
     def __init__(
@@ -173,10 +173,18 @@ class _StreamDriver:
         return batch, figures
 
 
-def _await(
-    worker: WorkerProcess, spec: JobSpec, deadline: float, idle_s: float, watch: Watch
-) -> WorkerMessage:
-    message = worker.receive(idle_s, deadline, watch)
+@dataclass(frozen=True)
+class Limits:
+    """When a stream worker must be done (monotonic deadline), how long it may stay silent,
+    and the watch called about once a second meanwhile."""
+
+    deadline: float
+    idle_s: float
+    watch: Watch
+
+
+def _await(worker: WorkerProcess, spec: JobSpec, limits: Limits) -> WorkerMessage:
+    message = worker.receive(limits.idle_s, limits.deadline, limits.watch)
     if isinstance(message, Failure):
         raise failure_error(message, TRAIN_FAILURES, spec.bundle_dir, "train")
     if isinstance(message, NonFiniteLoss):
@@ -185,6 +193,60 @@ def _await(
             f"the model's loss on batch {message.index} was NaN or infinite before training on it",
         )
     return message
+
+
+def open_stream(
+    worker: WorkerProcess, spec: JobSpec, limits: Limits, check: Callable[[StreamOpen], None]
+) -> StreamOpen:
+    """Await train(ctx)'s stream request and answer it: accepted, or refused by `check`."""
+    message = _await(worker, spec, limits)
+    if isinstance(message, TrainDone):
+        raise Failed(
+            "train.no_batches",
+            "train(ctx) returned without iterating ctx.iter_train_batches: nothing was scored",
+            hint="iterate `for batch in ctx.iter_train_batches(model, ...)` to the end",
+        )
+    if not isinstance(message, StreamOpen):
+        raise ProtocolError(f"expected stream_open, got {message.type}")
+    try:
+        check(message)
+    except PrismError as refusal:
+        worker.send(StreamRefused(rule_id=refusal.rule_id, message=refusal.message))
+        raise
+    worker.send(StreamAccepted(batch_size=message.batch_size, seq_len=message.seq_len))
+    return message
+
+
+def drive_stream(
+    worker: WorkerProcess,
+    spec: JobSpec,
+    driver: StreamDriver,
+    tally: StreamTally,
+    limits: Limits,
+    on_loss: Callable[[PackedBatch, BatchFigures], None],
+    budget_bytes: int,
+) -> None:
+    """Feed batches and take their losses until train(ctx) returns; it must reach the end."""
+    batches = scored_bytes = 0
+    while True:
+        driver.fill(tally)
+        message = _await(worker, spec, limits)
+        if isinstance(message, TrainDone):
+            break
+        if not isinstance(message, BatchLoss):
+            raise ProtocolError(f"unexpected {message.type} during the stream")
+        batch, figures = driver.accept(message)
+        batches += 1
+        scored_bytes += figures.bytes
+        on_loss(batch, figures)
+    if not driver.ended or driver.outstanding:
+        raise Failed(
+            "train.stream_incomplete",
+            f"train(ctx) stopped after {batches} batches "
+            f"({scored_bytes:,} of the {budget_bytes:,}-byte budget)",
+            hint="iterate ctx.iter_train_batches until it ends: the byte budget is the "
+            "run's length",
+        )
 
 
 def artifacts_watch(artifacts_dir: Path, quota_bytes: int, max_files: int) -> Watch:
@@ -228,65 +290,39 @@ def run_training(
     far, for the record.
     """
     started = time.monotonic()
-    deadline = started + config.train_timeout_s
-    idle_s = config.idle_timeout_s
     watch = artifacts_watch(
         Path(spec.artifacts_dir), config.artifacts_quota_mib * 2**20, config.artifacts_max_files
     )
+    limits = Limits(started + config.train_timeout_s, config.idle_timeout_s, watch)
     worker, _, _ = start_job(spec, scratch_dir, config, on_ready=on_ready)
     producer: BatchProducer | None = None
     try:
-        message = _await(worker, spec, deadline, idle_s, watch)
-        if isinstance(message, TrainDone):
-            raise Failed(
-                "train.no_batches",
-                "train(ctx) returned without iterating ctx.iter_train_batches: nothing was scored",
-                hint="iterate `for batch in ctx.iter_train_batches(model, ...)` to the end",
-            )
-        if not isinstance(message, StreamOpen):
-            raise ProtocolError(f"expected stream_open, got {message.type}")
-        try:
-            check_geometry(message, spec)
-        except Rejected as refusal:
-            worker.send(StreamRefused(rule_id=refusal.rule_id, message=refusal.message))
-            raise
-        outcome.batch_size, outcome.seq_len = message.batch_size, message.seq_len
-        worker.send(StreamAccepted(batch_size=message.batch_size, seq_len=message.seq_len))
+        request = open_stream(worker, spec, limits, lambda request: check_geometry(request, spec))
+        outcome.batch_size, outcome.seq_len = request.batch_size, request.seq_len
         batches = pack_batches(
             documents,
             tokenizer,
-            batch_size=message.batch_size,
-            seq_len=message.seq_len,
+            batch_size=request.batch_size,
+            seq_len=request.seq_len,
             byte_budget=spec.byte_budget,
             tally=outcome.tally,
         )
         producer = BatchProducer(batches)
-        driver = _StreamDriver(
+        driver = StreamDriver(
             worker, producer, config.prefetch_batches, config.spot_check_rate, spec.vocab_size
         )
         scored_bytes, running_nats = 0, 0.0
-        while True:
-            driver.fill(outcome.tally)
-            message = _await(worker, spec, deadline, idle_s, watch)
-            if isinstance(message, TrainDone):
-                break
-            if not isinstance(message, BatchLoss):
-                raise ProtocolError(f"unexpected {message.type} during the stream")
-            batch, figures = driver.accept(message)
+
+        def on_loss(batch: PackedBatch, figures: BatchFigures) -> None:
+            nonlocal scored_bytes, running_nats
             outcome.keep_for_audit(ScoredBatch(batch, figures.nats), config.audit_recent_batches)
             outcome.figures.append(figures)
             outcome.spot_checks = driver.spot_checks
             scored_bytes += figures.bytes
             running_nats += figures.nats
             progress(scored_bytes, running_nats, time.monotonic() - started)
-        if not driver.ended or driver.outstanding:
-            raise Failed(
-                "train.stream_incomplete",
-                f"train(ctx) stopped after {len(outcome.figures)} batches "
-                f"({scored_bytes:,} of the {spec.byte_budget:,}-byte budget)",
-                hint="iterate ctx.iter_train_batches until it ends: the byte budget is the "
-                "run's length",
-            )
+
+        drive_stream(worker, spec, driver, outcome.tally, limits, on_loss, spec.byte_budget)
         watch()  # what train(ctx) left behind counts too
     except (WorkerTimeout, ProtocolError, QuotaExceeded) as exc:
         raise lost_worker_error("train", worker, exc) from exc

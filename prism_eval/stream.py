@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -71,7 +71,7 @@ def pack_batches(
     seq_len: int,
     byte_budget: int,
     tally: StreamTally,
-) -> Iterator[PackedBatch]:
+) -> Generator[PackedBatch, None, None]:
     """Cut the document stream into batches of `batch_size` rows until `byte_budget` is spent.
 
     Position 0 of each batch is the last token of the previous batch (already predicted

@@ -122,6 +122,7 @@ def check_consistency(record: Record) -> None:
         last = stream.curve[-1] if stream.curve else None
         if last is None or last.bytes != stream.bytes or last.bpb != bpb:
             raise _mismatch("stream.curve[-1]", last, (stream.bytes, bpb))
+        _check_ranks(record, config.get("nproc", 1))
     else:
         if record.score is not None:
             raise VerificationFailed("verify.inconsistent", f"a {record.status} record has a score")
@@ -133,6 +134,24 @@ def check_consistency(record: Record) -> None:
             raise VerificationFailed(
                 "verify.inconsistent", "the record's status and reason disagree with its stages"
             )
+
+
+def _check_ranks(record: Record, nproc: int) -> None:
+    """A scored record ran the ranks check exactly when its config asked for several ranks."""
+    ranks = record.ranks
+    if nproc == 1:
+        if ranks is not None:
+            raise VerificationFailed("verify.inconsistent", "nproc is 1 but a ranks check ran")
+        return
+    if ranks is None:
+        raise VerificationFailed("verify.inconsistent", f"nproc is {nproc} but no ranks check")
+    if ranks.nproc != nproc or [r.rank for r in ranks.ranks] != list(range(nproc)):
+        raise _mismatch("ranks.ranks", [r.rank for r in ranks.ranks], list(range(nproc)))
+    counts = {r.batches for r in ranks.ranks}
+    if len(counts) != 1:
+        raise VerificationFailed(
+            "verify.inconsistent", f"the ranks consumed different batch counts: {sorted(counts)}"
+        )
 
 
 def check_stream_file(record: Record, stream_path: Path) -> None:

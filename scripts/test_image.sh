@@ -7,13 +7,17 @@
 #   3. inside, with --network none --read-only --tmpfs /tmp --cap-drop ALL, no-new-privileges,
 #      deploy/seccomp.json, --pids-limit and --memory: the outer-layer checks
 #      (prism_eval.sandbox.host) must all hold; `prism-eval doctor` is printed;
-#   4. inside: /in/bundle.zip with locked data mounted at /data, the key at
+#   4. inside: --nproc 2 under deploy/seccomp.json must end at once as an error
+#      (sandbox.ranks_need_tcp: that profile refuses AF_INET);
+#   5. inside: /in/bundle.zip with locked data mounted at /data, the key at
 #      /run/secrets/prism_eval_signing_key and --out /out; then options only (the embedded
-#      example bundle and data);
-#   5. outside: .venv/bin/prism-eval run on the same bundle, data, seed, byte budget, threads;
-#   6. scripts/compare_record_cores.py: both records verify against the test key and their
-#      cores (prism_eval.reproduce.core_of) are equal; the image's digest and source commit are
-#      in the inside record.
+#      example bundle and data); then the zip again with --nproc 2 under
+#      deploy/seccomp-ranks.json;
+#   6. outside: .venv/bin/prism-eval run on the same bundle, data, seed, byte budget, threads,
+#      with and without --nproc 2;
+#   7. scripts/compare_record_cores.py: each pair of records verifies against the test key and
+#      their cores (prism_eval.reproduce.core_of, the ranks check's included) are equal; the
+#      image's digest and source commit are in the inside records.
 # Exits non-zero on any difference, printing it. Removes its containers and files on exit; the
 # image prism-eval:test and the build cache stay for the next run.
 #
@@ -67,25 +71,28 @@ ensure_tools() {
   apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends "${missing[@]}" >&2
 }
 
-# The recommended run line (deploy/README.md), plus what this host's engine needs.
+# The recommended run line (deploy/README.md), plus what this host's engine needs. The second
+# argument picks the seccomp profile: seccomp (default) or seccomp-ranks (for --nproc > 1).
 run_flags() {
-  local name=$1
+  local name=$1 profile=${2:-seccomp}
   CONTAINERS+=("$name")
   printf '%s\n' --rm --name "$name" "${RUNTIME_FLAGS[@]}" "${ULIMIT_FLAGS[@]}" \
     --network none --read-only --tmpfs /tmp --cap-drop ALL \
-    --security-opt no-new-privileges --security-opt "seccomp=$ROOT/deploy/seccomp.json" \
+    --security-opt no-new-privileges --security-opt "seccomp=$ROOT/deploy/$profile.json" \
     --pids-limit "$PIDS_LIMIT" --memory "$MEMORY"
 }
 
 make_inputs() {
   WORK=$(mktemp -d /tmp/prism-eval-test-image.XXXXXX)
   chmod 0755 "$WORK"
-  mkdir -p "$WORK/in" "$WORK/secret" "$WORK/outside" "$WORK/inside-zip" "$WORK/inside-default"
+  mkdir -p "$WORK/in" "$WORK/secret" "$WORK/outside" "$WORK/outside-ranks" "$WORK/inside-zip" \
+    "$WORK/inside-default" "$WORK/inside-ranks"
   "$PRISM_EVAL" keygen --out "$WORK/test" >/dev/null
   # The container's user reads the key, as a secret mount would let it.
   install -m 0400 -o "$CONTAINER_UID" -g "$CONTAINER_UID" "$WORK/test.key" \
     "$WORK/secret/prism_eval_signing_key"
-  chown "$CONTAINER_UID:$CONTAINER_UID" "$WORK/inside-zip" "$WORK/inside-default"
+  chown "$CONTAINER_UID:$CONTAINER_UID" "$WORK/inside-zip" "$WORK/inside-default" \
+    "$WORK/inside-ranks"
   "$PYTHON" - "$BUNDLE_DIR" "$WORK/in/bundle.zip" <<'EOF'
 import sys, zipfile
 from pathlib import Path
@@ -117,9 +124,9 @@ sys.exit(1 if missing else 0)' >&2 || die "the recommended run line did not give
 }
 
 run_inside() {
-  local label=$1 out=$2 flags started
-  shift 2
-  mapfile -t flags < <(run_flags "prism-eval-test-$label-$$")
+  local label=$1 out=$2 profile=$3 flags started
+  shift 3
+  mapfile -t flags < <(run_flags "prism-eval-test-$label-$$" "$profile")
   started=$(date +%s)
   if ! "$ENGINE" run "${flags[@]}" \
       -e "PRISM_EVAL_IMAGE_DIGEST=$IMAGE_DIGEST" \
@@ -133,13 +140,41 @@ run_inside() {
   log "inside ($label): scored in $(since "$started") s"
 }
 
+# The strict profile refuses AF_INET, so --nproc 2 must end at once as the evaluator's error
+# (exit 5, sandbox.ranks_need_tcp), never as the miner's failure after the scored run.
+check_ranks_need_tcp() {
+  local flags code=0
+  mapfile -t flags < <(run_flags "prism-eval-test-strict-ranks-$$")
+  "$ENGINE" run "${flags[@]}" "$IMAGE" --nproc 2 >"$WORK/strict-ranks.json" \
+    2>"$WORK/strict-ranks.log" || code=$?
+  "$PYTHON" - "$WORK/strict-ranks.json" "$code" <<'EOF' || die "--nproc 2 under the strict profile"
+import json, sys
+record = json.load(open(sys.argv[1]))["record"]
+rule = record["reason"]["rule_id"]
+print(f"  strict profile, --nproc 2: exit {sys.argv[2]}, {record['status']} [{rule}]",
+      file=sys.stderr)
+sys.exit(0 if (sys.argv[2], rule) == ("5", "sandbox.ranks_need_tcp") else 1)
+EOF
+}
+
+run_outside() {
+  local out=$1 started
+  shift
+  started=$(date +%s)
+  "$PRISM_EVAL" run "$WORK/in/bundle.zip" --data "$DATA_DIR" --key "$WORK/test.key" \
+    --byte-budget "$BYTE_BUDGET" --seed "$SEED" --threads "$THREADS" --out "$out" "$@" \
+    >"$out/stdout.json" 2>"$out/stderr.log" \
+    || { tail -25 "$out/stderr.log" >&2; die "the evaluation outside did not score"; }
+  log "outside ($*): scored in $(since "$started") s"
+}
+
 compare() {
-  local label=$1 inside=$2
+  local label=$1 outside=$2 inside=$3
   log "comparing the reproducible cores: outside vs inside ($label)"
   "$PYTHON" "$ROOT/scripts/compare_record_cores.py" \
-    "$WORK/outside/record.json" "$inside/record.json" \
+    "$outside/record.json" "$inside/record.json" \
     --pubkey "$WORK/test.pub" \
-    --stream "$WORK/outside/stream.json" --stream "$inside/stream.json" \
+    --stream "$outside/stream.json" --stream "$inside/stream.json" \
     --expect-image-digest "$IMAGE_DIGEST" --expect-source-commit "$SOURCE_COMMIT" >&2
 }
 
@@ -164,23 +199,25 @@ main() {
 
   phase=$(date +%s)
   check_outer_layers
-  run_inside zip "$WORK/inside-zip" -v "$WORK/in:/in:ro" -v "$DATA_DIR:/data:ro" \
+  check_ranks_need_tcp
+  run_inside zip "$WORK/inside-zip" seccomp -v "$WORK/in:/in:ro" -v "$DATA_DIR:/data:ro" \
     "$IMAGE" /in/bundle.zip --byte-budget "$BYTE_BUDGET" --seed "$SEED" --threads "$THREADS" \
     --out /out
-  run_inside default "$WORK/inside-default" \
+  run_inside default "$WORK/inside-default" seccomp \
     "$IMAGE" --byte-budget "$BYTE_BUDGET" --seed "$SEED" --threads "$THREADS" --out /out
+  run_inside ranks "$WORK/inside-ranks" seccomp-ranks -v "$WORK/in:/in:ro" \
+    -v "$DATA_DIR:/data:ro" "$IMAGE" /in/bundle.zip --byte-budget "$BYTE_BUDGET" \
+    --seed "$SEED" --threads "$THREADS" --nproc 2 --out /out
   INSIDE_S=$(since "$phase")
 
   phase=$(date +%s)
-  "$PRISM_EVAL" run "$WORK/in/bundle.zip" --data "$DATA_DIR" --key "$WORK/test.key" \
-    --byte-budget "$BYTE_BUDGET" --seed "$SEED" --threads "$THREADS" --out "$WORK/outside" \
-    >"$WORK/outside/stdout.json" 2>"$WORK/outside/stderr.log" \
-    || { tail -25 "$WORK/outside/stderr.log" >&2; die "the evaluation outside did not score"; }
+  run_outside "$WORK/outside"
+  run_outside "$WORK/outside-ranks" --nproc 2
   OUTSIDE_S=$(since "$phase")
-  log "outside: scored in $OUTSIDE_S s"
 
-  compare zip "$WORK/inside-zip"
-  compare default "$WORK/inside-default"
+  compare zip "$WORK/outside" "$WORK/inside-zip"
+  compare default "$WORK/outside" "$WORK/inside-default"
+  compare "ranks, --nproc 2" "$WORK/outside-ranks" "$WORK/inside-ranks"
   log "ok: identical reproducible cores; build ${BUILD_S} s, inside ${INSIDE_S} s," \
     "outside ${OUTSIDE_S} s, total $(since "$STARTED") s"
 }

@@ -96,12 +96,18 @@ class WorkerProcess:
     """A running worker: send frames, receive validated messages, kill its process group."""
 
     def __init__(
-        self, name: str, scratch_dir: Path, threads: int, cgroup: WorkerCgroup | None = None
+        self,
+        name: str,
+        scratch_dir: Path,
+        threads: int,
+        cgroup: WorkerCgroup | None = None,
+        inherit_fds: tuple[int, ...] = (),
     ) -> None:
         self.name = name
         self.cgroup = cgroup
         self.peak_memory_bytes: int | None = None
         self.oom_killed = False
+        self._kill_lock = threading.Lock()  # ranks: another thread may kill this worker too
         owner = scratch_dir.stat()
         (scratch_dir / "tmp").mkdir(parents=True, exist_ok=True)
         os.chown(scratch_dir / "tmp", owner.st_uid, owner.st_gid)  # TMPDIR: the worker's own
@@ -110,7 +116,7 @@ class WorkerProcess:
         self.output_tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._process = subprocess.Popen(
             [sys.executable, "-s", "-P", "-m", "prism_eval.worker", "--fd", str(child.fileno())],
-            pass_fds=(child.fileno(),),
+            pass_fds=(child.fileno(), *inherit_fds),
             env=worker_environment(scratch_dir, threads),
             cwd=scratch_dir,
             stdin=subprocess.DEVNULL,
@@ -189,18 +195,27 @@ class WorkerProcess:
                 return f"killed by signal {-code}"
         return f"exit code {code}"
 
+    @property
+    def pid(self) -> int:
+        """The worker's process id (its process group id too)."""
+        return self._process.pid
+
     def kill(self) -> None:
-        """Kill the worker's process group and every process in its cgroup, and reap it."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(self._process.pid, signal.SIGKILL)
-        if self.cgroup is not None:  # children that left the process group (setsid)
-            self.cgroup.kill_all()
-            self.peak_memory_bytes = self.cgroup.peak_memory_bytes()
-            self.oom_killed = self.oom_killed or self.cgroup.oom_killed()
-            self.cgroup.remove()
-            self.cgroup = None
-        self._process.wait()
-        self._sock.close()
+        """Kill the worker's process group and every process in its cgroup, and reap it.
+
+        Safe to call again, from any thread.
+        """
+        with self._kill_lock:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._process.pid, signal.SIGKILL)
+            if self.cgroup is not None:  # children that left the process group (setsid)
+                self.cgroup.kill_all()
+                self.peak_memory_bytes = self.cgroup.peak_memory_bytes()
+                self.oom_killed = self.oom_killed or self.cgroup.oom_killed()
+                self.cgroup.remove()
+                self.cgroup = None
+            self._process.wait()
+            self._sock.close()
         self._forwarder.join(timeout=2)
 
     def close(self, grace_s: float = 10.0) -> None:

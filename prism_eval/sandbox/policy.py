@@ -1,7 +1,7 @@
 """Supervisor: what a worker may touch — the SandboxSpec for one job, from the config.
 
 Landlock grants are as narrow as the runtime allows: the interpreter, its libraries and this
-package read-only; the bundle read-only; scratch (and, for `train`, the artifacts dir)
+package read-only; the bundle read-only; scratch (and, for `train` and `ranks`, the artifacts dir)
 read-write. The data, held-out and key paths must lie outside every grant: if one does not,
 the run stops with an error rather than expose it.
 """
@@ -75,7 +75,7 @@ def check_not_exposed(protected: Iterable[Path], granted: Iterable[str]) -> None
 
 
 def sandbox_spec(
-    job: Literal["probe", "train", "audit", "selftest"],
+    job: Literal["probe", "train", "audit", "ranks", "selftest"],
     config: EvalConfig,
     *,
     bundle_dir: Path,
@@ -92,13 +92,14 @@ def sandbox_spec(
     if readable_data_dir is not None:
         read_paths.append(str(readable_data_dir))
     write_paths = [str(scratch_dir), SHARED_MEMORY]
-    if job == "train":
+    trains = job in ("train", "ranks")
+    if trains:
         write_paths.append(str(artifacts_dir))
     devices = list(DEVICE_PATHS)
     if config.device == "cuda":
         devices += [p for pattern in CUDA_DEVICE_GLOBS for p in glob.glob(pattern)]
     check_not_exposed(protected, read_paths + write_paths)
-    timeout_s = config.train_timeout_s if job == "train" else config.probe_timeout_s
+    timeout_s = config.train_timeout_s if trains else config.probe_timeout_s
     rlimits = {
         "nofile": config.open_files_limit,
         "core": 0,
@@ -121,7 +122,7 @@ def sandbox_spec(
         write_paths=write_paths,
         device_paths=devices,
         seccomp=True,
-        allow_inet=False,
+        allow_inet=job == "ranks",  # loopback TCP between ranks, in their own namespace
         rlimits=rlimits,
     )
 

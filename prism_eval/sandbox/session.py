@@ -55,8 +55,14 @@ def start_job(
     worker, its Ready message and every isolation layer's state (supervisor and worker side).
     """
     memory_bytes = config.memory_limit_mib * 2**20
+    name = f"rank {spec.rank}" if spec.job == "ranks" else spec.job
     cgroup = WorkerCgroup(f"{spec.job}-{time.monotonic_ns()}", memory_bytes, config.pids_limit)
-    worker = WorkerProcess(spec.job, scratch_dir, config.threads, cgroup)
+    inherit = tuple(
+        fd
+        for fd in (spec.sandbox.join_user_namespace_fd, spec.sandbox.join_network_namespace_fd)
+        if fd is not None
+    )
+    worker = WorkerProcess(name, scratch_dir, spec.threads, cgroup, inherit)
     try:
         worker.send(spec)
         for message, body in inputs:

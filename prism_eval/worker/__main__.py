@@ -39,7 +39,7 @@ def main() -> int:
     flags = apply_determinism(spec.seed, spec.device, spec.threads)
     # CUDA initializes (driver, ioctls, memfds) before the filter, never under it.
     device_name = torch.cuda.get_device_name(0) if spec.device == "cuda" else "cpu"
-    isolation.append(apply_seccomp(spec.sandbox))
+    isolation.append(apply_seccomp(spec.sandbox, isolation))
     channel.send(
         Ready(
             torch_version=torch.__version__,
@@ -62,7 +62,7 @@ def main() -> int:
             run_probe(channel, spec)
         elif spec.job == "audit":
             run_audit(channel, spec)
-        else:
+        else:  # train, or one rank of the ranks check
             run_train(channel, spec)
     except JobAborted:
         return 1

@@ -102,6 +102,33 @@ def enter_network_namespace() -> LayerReport:
     return _active("network_namespace", "private namespace; only lo, up")
 
 
+def join_network_namespace(user_fd: int | None, net_fd: int) -> LayerReport:
+    """Join rank 0's private network namespace (and, for non-root runs, its user namespace).
+
+    The descriptors were opened by the supervisor while rank 0 was alive and its child, so they
+    name rank 0's namespaces and nothing else.
+    """
+    libc = _libc()
+    try:
+        if user_fd is not None and libc.setns(user_fd, _CLONE_NEWUSER) != 0:
+            return _unavailable("network_namespace", _failed("setns(user namespace)"))
+        if libc.setns(net_fd, _CLONE_NEWNET) != 0:
+            return _unavailable("network_namespace", _failed("setns(network namespace)"))
+    finally:
+        for fd in (user_fd, net_fd):
+            if fd is not None:
+                os.close(fd)
+    names = _interfaces()
+    if names != ["lo"]:
+        return _unavailable("network_namespace", f"rank 0's namespace has {names}, not only lo")
+    return _active("network_namespace", "joined rank 0's private namespace; only lo")
+
+
+def private_network(reports: list[LayerReport]) -> bool:
+    """Whether the network namespace layer held: only then may ranks use loopback TCP."""
+    return any(r.name == "network_namespace" and r.state == "active" for r in reports)
+
+
 def set_no_new_privs() -> LayerReport:
     """PR_SET_NO_NEW_PRIVS: no exec can ever grant privileges again."""
     if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
@@ -136,13 +163,19 @@ def drop_privileges(uid: int | None, drop_capabilities: bool) -> LayerReport:
 def apply_before_imports(spec: SandboxSpec) -> list[LayerReport]:
     """Every layer but seccomp, in order; call while the process has one thread."""
     reports = [apply_rlimits(spec.rlimits) if spec.rlimits else _skipped("rlimits")]
-    reports.append(
-        enter_network_namespace() if spec.network_namespace else _skipped("network_namespace")
-    )
+    net_fd = spec.join_network_namespace_fd
+    if net_fd is not None:
+        network = join_network_namespace(spec.join_user_namespace_fd, net_fd)
+    elif spec.network_namespace:
+        network = enter_network_namespace()
+    else:
+        network = _skipped("network_namespace")
+    reports.append(network)
     reports.append(set_no_new_privs() if spec.no_new_privs else _skipped("no_new_privs"))
+    tcp = spec.allow_inet and private_network(reports)
     if spec.landlock:
         try:
-            detail = landlock.restrict(spec.read_paths, spec.write_paths, spec.device_paths)
+            detail = landlock.restrict(spec.read_paths, spec.write_paths, spec.device_paths, tcp)
             reports.append(_active("landlock", detail))
         except landlock.LandlockUnavailable as exc:
             reports.append(_unavailable("landlock", str(exc)))
@@ -152,11 +185,16 @@ def apply_before_imports(spec: SandboxSpec) -> list[LayerReport]:
     return reports
 
 
-def apply_seccomp(spec: SandboxSpec) -> LayerReport:
-    """The seccomp deny-list, on every thread (TSYNC); call right before miner code loads."""
+def apply_seccomp(spec: SandboxSpec, reports: list[LayerReport]) -> LayerReport:
+    """The seccomp deny-list, on every thread (TSYNC); call right before miner code loads.
+
+    AF_INET is let through only when asked for *and* the worker is in a private network
+    namespace: without one, loopback TCP would reach the host's services.
+    """
     if not spec.seccomp:
         return _skipped("seccomp")
     try:
-        return _active("seccomp", seccomp.install_filter(spec.allow_inet))
+        inet = spec.allow_inet and private_network(reports)
+        return _active("seccomp", seccomp.install_filter(inet))
     except seccomp.SeccompUnavailable as exc:
         return _unavailable("seccomp", str(exc))

@@ -35,6 +35,9 @@ Where = Literal[
 ]
 
 
+RENDEZVOUS_PORT = 29500  # torchrun's default
+
+
 class JobAborted(Exception):
     """A Failure was sent; the job stops here."""
 
@@ -74,6 +77,9 @@ def make_context(spec: JobSpec, build: object, stream: ScoredStream | None) -> P
         tokenizer=spec.tokenizer,
         bos_token_id=spec.bos_id,
         max_batch_size=spec.max_batch_size,
+        rank=spec.rank,
+        local_rank=spec.rank,
+        world_size=spec.world_size,
         _build=build,  # type: ignore[arg-type]
         _stream=stream,
     )
@@ -143,8 +149,28 @@ def run_probe(channel: Channel, spec: JobSpec) -> None:
     )
 
 
+def set_rendezvous(spec: JobSpec) -> None:
+    """The variables torchrun would set, so `init_process_group(backend)` works unchanged.
+
+    The port is fixed: the ranks share a network namespace of their own, where nothing else
+    can hold it.
+    """
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1",
+        MASTER_PORT=str(RENDEZVOUS_PORT),
+        RANK=str(spec.rank),
+        LOCAL_RANK=str(spec.rank),
+        GROUP_RANK="0",
+        WORLD_SIZE=str(spec.world_size),
+        LOCAL_WORLD_SIZE=str(spec.world_size),
+    )
+
+
 def run_train(channel: Channel, spec: JobSpec) -> None:
-    """Run the miner's train(ctx) over the scored stream, then save the scored model."""
+    """Run the miner's train(ctx) over the scored stream (or this rank's shard of the ranks
+    check's stream), then save the model it trained."""
+    if spec.world_size > 1:
+        set_rendezvous(spec)
     bundle = Path(spec.bundle_dir)
     stream = ScoredStream(channel, spec.device, spec.vocab_size)
     with reporting(channel, "import"):

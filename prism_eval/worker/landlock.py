@@ -51,18 +51,22 @@ def _fs_rights(abi: int) -> int:
                 if abi >= version)  # fmt: skip
 
 
-def restrict(read_paths: list[str], write_paths: list[str], device_paths: list[str]) -> str:
+def restrict(
+    read_paths: list[str], write_paths: list[str], device_paths: list[str], tcp: bool = False
+) -> str:
     """Apply the ruleset to this thread and its future children; return a description.
 
     read_paths: read + execute; write_paths: everything but device nodes; device_paths:
     read, write and (ABI 5+) ioctl — /dev/null, /dev/shm, GPU nodes. Missing paths are skipped.
+    tcp: leave TCP unruled, for ranks that talk over loopback in their private namespace
+    (their ports are chosen at run time, so no port rule could name them).
     """
     libc = _libc()
     abi = abi_version()
     if abi < 1:
         raise LandlockUnavailable("the kernel has no Landlock (or it is disabled)")
     handled_fs = _fs_rights(abi)
-    handled_net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0
+    handled_net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 and not tcp else 0
     scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
     attr = struct.pack("QQQ", handled_fs, handled_net, scoped)
     size = 24 if abi >= 6 else 16 if abi >= 4 else 8
@@ -79,7 +83,10 @@ def restrict(read_paths: list[str], write_paths: list[str], device_paths: list[s
             raise LandlockUnavailable(f"landlock_restrict_self failed (errno {ctypes.get_errno()})")
     finally:
         os.close(ruleset)
-    net = "all TCP bind/connect refused" if handled_net else "no network rules (ABI < 4)"
+    if tcp:
+        net = "TCP left to the private network namespace (ranks)"
+    else:
+        net = "all TCP bind/connect refused" if handled_net else "no network rules (ABI < 4)"
     scope = "signals and abstract sockets scoped" if scoped else "no scoping (ABI < 6)"
     paths = f"{len(read_paths)} read-only and {len(write_paths)} writable paths"
     return f"ABI {abi}; {paths}; {net}; {scope}"

@@ -3,7 +3,8 @@
 Installed last, after torch is imported and before miner code, with SECCOMP_FILTER_FLAG_TSYNC
 so every thread that already exists gets it too. It fails (never kills) what a bundle has no
 business calling: tracing other processes, new namespaces and mounts, kernel modules and
-keyrings, io_uring, userfaultfd, bpf, perf, exec, and every socket family but AF_UNIX.
+keyrings, io_uring, userfaultfd, bpf, perf, exec, and every socket family but AF_UNIX (ranks
+also get AF_INET and route netlink, inside their private network namespace).
 CUDA needs AF_UNIX, memfd_create, ioctl and mmap: those stay allowed.
 
 Program layout (classic BPF over `struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6]}`):
@@ -19,7 +20,7 @@ import platform
 import struct
 
 # struct seccomp_data offsets
-_NR, _ARCH, _ARG0_LOW = 0, 4, 16
+_NR, _ARCH, _ARG0_LOW, _ARG2_LOW = 0, 4, 16, 32
 
 _BPF_LD_W_ABS = 0x20
 _BPF_JEQ_K = 0x15
@@ -33,7 +34,8 @@ SECCOMP_RET_KILL_PROCESS = 0x80000000
 SECCOMP_SET_MODE_FILTER = 1
 SECCOMP_FILTER_FLAG_TSYNC = 1
 
-AF_UNIX = 1
+AF_UNIX, AF_INET, AF_NETLINK = 1, 2, 16
+NETLINK_ROUTE = 0
 # CLONE_NEWNS | NEWCGROUP | NEWUTS | NEWIPC | NEWUSER | NEWPID | NEWNET
 CLONE_NAMESPACE_FLAGS = 0x00020000 | 0x02000000 | 0x04000000 | 0x08000000 | 0x10000000
 CLONE_NAMESPACE_FLAGS |= 0x20000000 | 0x40000000
@@ -125,16 +127,35 @@ def build_program(machine: str, allow_inet: bool = False) -> bytes:
         _insn(_BPF_RET_K, 0, 0, errno_eperm),
         _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
     ]
-    if not allow_inet:
-        program += [
-            _insn(_BPF_JEQ_K, 0, 4, numbers["socket"]),
-            _insn(_BPF_LD_W_ABS, 0, 0, _ARG0_LOW),
-            _insn(_BPF_JEQ_K, 1, 0, AF_UNIX),
-            _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.EAFNOSUPPORT),
-            _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
-        ]
+    program += _socket_checks(numbers["socket"], allow_inet)
     program.append(_insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
     return b"".join(program)
+
+
+def _socket_checks(socket_nr: int, allow_inet: bool) -> list[bytes]:
+    """socket(domain, type, protocol): AF_UNIX; with `allow_inet` (ranks, in their private
+    network namespace) also AF_INET and route netlink, which gloo reads interfaces with.
+    Every other family fails with EAFNOSUPPORT — AF_VSOCK, for one, is in no namespace."""
+    refuse = SECCOMP_RET_ERRNO | errno.EAFNOSUPPORT
+    if not allow_inet:
+        return [
+            _insn(_BPF_JEQ_K, 0, 4, socket_nr),
+            _insn(_BPF_LD_W_ABS, 0, 0, _ARG0_LOW),
+            _insn(_BPF_JEQ_K, 1, 0, AF_UNIX),
+            _insn(_BPF_RET_K, 0, 0, refuse),
+            _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+        ]
+    return [
+        _insn(_BPF_JEQ_K, 0, 8, socket_nr),  # not socket: on to the final allow
+        _insn(_BPF_LD_W_ABS, 0, 0, _ARG0_LOW),
+        _insn(_BPF_JEQ_K, 5, 0, AF_UNIX),  # → allow
+        _insn(_BPF_JEQ_K, 4, 0, AF_INET),  # → allow
+        _insn(_BPF_JEQ_K, 0, 2, AF_NETLINK),  # not netlink → refuse
+        _insn(_BPF_LD_W_ABS, 0, 0, _ARG2_LOW),
+        _insn(_BPF_JEQ_K, 1, 0, NETLINK_ROUTE),  # → allow
+        _insn(_BPF_RET_K, 0, 0, refuse),
+        _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ]
 
 
 class _SockFprog(ctypes.Structure):
@@ -156,5 +177,5 @@ def install_filter(allow_inet: bool = False) -> str:
         code = ctypes.get_errno() if result < 0 else 0
         why = errno.errorcode.get(code, str(code)) if code else f"thread {result} refused TSYNC"
         raise SeccompUnavailable(f"seccomp(SET_MODE_FILTER) failed: {why}")
-    sockets = "AF_UNIX and AF_INET" if allow_inet else "AF_UNIX only"
+    sockets = "AF_UNIX, AF_INET and route netlink" if allow_inet else "AF_UNIX only"
     return f"{len(DENIED)} syscalls denied, no exec, no namespaces; sockets: {sockets}"

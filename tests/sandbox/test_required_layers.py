@@ -42,3 +42,23 @@ def test_every_layer_holds_on_this_host_when_all_are_required(work: Path) -> Non
     assert _active_layers(work, isolated=True, required=list(ISOLATION_LAYERS)) == set(
         ISOLATION_LAYERS
     )
+
+
+def _layers_with(work: Path, **sandbox: object) -> dict[str, str]:
+    config = load_config("cpu", None, {})
+    spec = selftest_spec(work, config)
+    spec = spec.model_copy(update={"sandbox": spec.sandbox.model_copy(update=sandbox)})
+    worker, _, layers = start_job(spec, work / "scratch", config)
+    worker.close()
+    return {layer.name: layer.detail for layer in layers}
+
+
+def test_tcp_is_granted_to_ranks_only_inside_a_private_network_namespace(work: Path) -> None:
+    ranked = _layers_with(work, allow_inet=True)
+    assert ranked["network_namespace"] == "private namespace; only lo, up"
+    assert ranked["seccomp"].endswith("sockets: AF_UNIX, AF_INET and route netlink")
+    assert "TCP left to the private network namespace" in ranked["landlock"]
+    # Without its own namespace, loopback TCP would reach the host: the worker keeps it shut.
+    shared = _layers_with(work, allow_inet=True, network_namespace=False)
+    assert shared["seccomp"].endswith("sockets: AF_UNIX only")
+    assert "all TCP bind/connect refused" in shared["landlock"]

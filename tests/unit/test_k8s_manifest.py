@@ -246,6 +246,29 @@ def test_the_shipped_seccomp_profile_denies_what_it_should() -> None:
             assert rule["args"] == [{"index": 0, "value": 1, "valueTwo": 0, "op": "SCMP_CMP_EQ"}]
 
 
+def test_the_ranks_profile_differs_only_in_socket_families() -> None:
+    strict = json.loads(SECCOMP_PROFILE.read_text())
+    ranks = json.loads(SECCOMP_PROFILE.with_name("seccomp-ranks.json").read_text())
+
+    def without_socket(profile: dict[str, Any]) -> list[dict[str, Any]]:
+        return [rule for rule in profile["syscalls"] if rule["names"] != ["socket"]]
+
+    assert without_socket(ranks) == without_socket(strict)
+    assert {k: v for k, v in ranks.items() if k != "syscalls"} == {
+        k: v for k, v in strict.items() if k != "syscalls"
+    }
+    allowed = [
+        {(arg["index"], arg["value"], arg["op"]) for arg in rule["args"]}
+        for rule in ranks["syscalls"]
+        if rule["names"] == ["socket"] and rule["action"] == "SCMP_ACT_ALLOW"
+    ]
+    assert allowed == [
+        {(0, 1, "SCMP_CMP_EQ")},  # AF_UNIX
+        {(0, 2, "SCMP_CMP_EQ")},  # AF_INET
+        {(0, 16, "SCMP_CMP_EQ"), (2, 0, "SCMP_CMP_EQ")},  # AF_NETLINK, NETLINK_ROUTE only
+    ]
+
+
 def test_gpu_is_requested(container: dict[str, Any]) -> None:
     resources = container["resources"]
     assert int(resources["limits"]["nvidia.com/gpu"]) >= 1

@@ -30,6 +30,8 @@ from prism_eval.record import (
     Evaluator,
     Inputs,
     IsolationLayer,
+    RankFigures,
+    RanksCheck,
     Reason,
     Record,
     ReviewSummary,
@@ -260,6 +262,46 @@ def test_record_resigned_with_run_bytes_off_by_one_is_inconsistent(
     error = rule_of(signed_bytes(record.model_copy(update={"run": run}), identity), pubkey_path)
     assert error.rule_id == "verify.inconsistent"
     assert "run.bytes" in error.message
+
+
+def _ranks_check(nproc: int, batches: list[int]) -> RanksCheck:
+    return RanksCheck(
+        nproc=nproc, backend="gloo", device="cpu", batch_size=4, seq_len=64,
+        ranks=[RankFigures(rank=r, batches=b, tokens=b * 252, bytes=b * 1000, nats=b * 700.0)
+               for r, b in enumerate(batches)],
+        final_weights_sha256="f" * 64, isolation=[], wall_seconds=3.0,
+    )  # fmt: skip
+
+
+def test_a_ranks_record_verifies_when_its_check_matches_nproc(
+    identity: attest.SigningIdentity, pubkey_path: Path
+) -> None:
+    record = good_record(identity, config={"nproc": 2}).model_copy(
+        update={"ranks": _ranks_check(2, [3, 3])}
+    )
+    assert verify_record(signed_bytes(record, identity), pubkey_path).record.ranks is not None
+
+
+@pytest.mark.parametrize(
+    ("nproc", "ranks", "says"),
+    [
+        (2, None, "no ranks check"),
+        (1, _ranks_check(2, [3, 3]), "a ranks check ran"),
+        (4, _ranks_check(2, [3, 3]), "ranks.ranks"),
+        (2, _ranks_check(2, [3, 2]), "different batch counts"),
+    ],
+)
+def test_a_ranks_check_that_disagrees_with_nproc_is_inconsistent(
+    identity: attest.SigningIdentity,
+    pubkey_path: Path,
+    nproc: int,
+    ranks: RanksCheck | None,
+    says: str,
+) -> None:
+    record = good_record(identity, config={"nproc": nproc}).model_copy(update={"ranks": ranks})
+    error = rule_of(signed_bytes(record, identity), pubkey_path)
+    assert error.rule_id == "verify.inconsistent"
+    assert says in error.message
 
 
 def test_record_resigned_with_a_wrong_config_digest_is_inconsistent(
