@@ -2,7 +2,8 @@
 
 The isolation table comes from a real worker: one is started with the `selftest` job, applies
 every layer exactly as an evaluation would, reports each layer's state and exits. The other
-checks cover what a run needs before any worker: tokenizers, the default data, a GPU.
+checks cover what a run needs before any worker: tokenizers, the default data, a GPU, and
+whether ranks (`run --nproc N`) can run here.
 """
 
 from __future__ import annotations
@@ -16,11 +17,12 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict
 
 from prism_eval import __version__
-from prism_eval.config import EvalConfig
+from prism_eval.config import MAX_RANKS, EvalConfig
 from prism_eval.data import verify_data_dir
 from prism_eval.environment import gpu_inventory
 from prism_eval.errors import PrismError
 from prism_eval.protocol import JobSpec, LayerReport, SandboxSpec
+from prism_eval.sandbox.host import inet_socket_refusal
 from prism_eval.sandbox.policy import prepare_worker_dirs, sandbox_spec
 from prism_eval.sandbox.session import start_job
 from prism_eval.tokenizers import TOKENIZER_NAMES, load_tokenizer
@@ -109,6 +111,23 @@ def _gpu_check() -> Check:
     return Check(name="gpu", ok=True, detail=f"{', '.join(names)}; driver {driver}")
 
 
+def _ranks_check(layers: list[LayerReport]) -> Check:
+    """Whether `run --nproc N > 1` can run here: a private network namespace for the ranks,
+    and AF_INET sockets not refused by an outer seccomp profile."""
+    network = next((layer for layer in layers if layer.name == "network_namespace"), None)
+    refusal = inet_socket_refusal()
+    if network is None or network.state != "active":
+        why = network.detail if network else "not reported"
+        return Check(name="ranks (--nproc)", ok=False, optional=True,
+                     detail=f"no private network namespace ({why}): --nproc 1 only")  # fmt: skip
+    if refusal is not None:
+        return Check(name="ranks (--nproc)", ok=False, optional=True,
+                     detail=f"AF_INET refused ({refusal}): --nproc 1 only; in a container use "
+                     "deploy/seccomp-ranks.json")  # fmt: skip
+    return Check(name="ranks (--nproc)", ok=True, optional=True,
+                 detail=f"up to {MAX_RANKS}: private network namespace, loopback TCP")  # fmt: skip
+
+
 def diagnose(config: EvalConfig, data_dir: Path) -> DoctorReport:
     """Run every check and a selftest worker."""
     checks = [
@@ -124,6 +143,7 @@ def diagnose(config: EvalConfig, data_dir: Path) -> DoctorReport:
         checks.append(Check(name="default data", ok=False, detail=exc.message))
     checks.append(_gpu_check())
     layers, seconds = start_selftest(config)
+    checks.append(_ranks_check(layers))
     required = set(config.isolation_required)
     for layer in layers:
         if layer.name in required and layer.state != "active":

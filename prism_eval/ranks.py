@@ -192,12 +192,13 @@ class _Ranks:
                 raise Failed("ranks.aborted", "stopped: another rank ended the check")
         if job.spec.rank == 0:
             self.rank0_layers = layers
-        elif _namespace_link(worker.pid, "net") != self.rank0_network:
-            # Ready came after seccomp: the worker can no longer change namespace.
-            raise EvaluatorError(
-                "ranks.namespace_mismatch",
-                f"rank {job.spec.rank} is not in rank 0's network namespace",
-            )
+            return worker
+        try:  # Ready came after seccomp: the worker can no longer change namespace
+            network = _namespace_link(worker.pid, "net")
+        except OSError as exc:
+            raise Failed("ranks.worker_died", f"ended right after it started ({exc})") from exc
+        if network != self.rank0_network:
+            raise EvaluatorError("ranks.namespace_mismatch", "not in rank 0's network namespace")
         return worker
 
     def abort(self, error: PrismError) -> None:

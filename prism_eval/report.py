@@ -2,8 +2,8 @@
 
 The page shows the status and reason, the stage table with timings, the online learning curve
 (bits per byte against bytes seen, drawn with matplotlib and embedded as a PNG), the audit
-and held-out figures, the isolation table and the environment. Everything from the record is
-HTML-escaped: failure messages quote miner code, which is hostile.
+and held-out figures, the ranks check, the isolation table and the environment. Everything
+from the record is HTML-escaped: failure messages quote miner code, which is hostile.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+import math
 from typing import Any
 
 from prism_eval.record import Record
@@ -122,6 +123,19 @@ def render_report(verified: Verified) -> str:
               "no held-out data" if audit.heldout_trained_bpb is None
               else f"{audit.heldout_twin_bpb:.4f} / {audit.heldout_trained_bpb:.4f}"]],
         ))  # fmt: skip
+    if record.ranks is not None:
+        ranks = record.ranks
+        parts.append(
+            f"<h2>Ranks check</h2><p>train(ctx) as {ranks.nproc} ranks ({_e(ranks.backend)} on "
+            f"{_e(ranks.device)}, batches of {ranks.batch_size} × {ranks.seq_len}) in "
+            f"{ranks.wall_seconds:.1f} s; every rank saved weights "
+            f"<code>{_e(ranks.final_weights_sha256[:16])}…</code>. Not part of the score.</p>"
+            + _table(
+                ["rank", "batches", "bytes", "bpb"],
+                [[r.rank, r.batches, r.bytes, f"{r.nats / math.log(2) / r.bytes:.4f}"]
+                 for r in ranks.ranks],
+            )
+        )  # fmt: skip
     parts.append("<h2>Isolation</h2>" + _table(
         ["layer", "state", "detail"], [[x.name, x.state, x.detail] for x in record.isolation]
     ))  # fmt: skip

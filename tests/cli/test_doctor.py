@@ -18,6 +18,11 @@ def test_doctor_reports_every_layer_from_a_real_worker() -> None:
     assert states["seccomp"] == "active" and states["no_new_privs"] == "active"
     checks = {check["name"]: check for check in report["checks"]}
     assert checks["tokenizer gpt2"]["ok"] and checks["default data"]["ok"]
+    # This host has network namespaces and lets AF_INET through: ranks can run.
+    assert checks["ranks (--nproc)"] == {
+        "name": "ranks (--nproc)", "ok": True, "optional": True,
+        "detail": "up to 8: private network namespace, loopback TCP",
+    }  # fmt: skip
 
 
 def test_doctor_table_is_readable() -> None:

@@ -200,3 +200,14 @@ def test_ranks_must_ask_for_the_same_geometry(tmp_path: Path) -> None:
     result = run_ranks_bundle(tmp_path, before_loop="batch_size = 8 + 4 * ctx.rank")
     assert outcome(result) == (4, "failed", "ranks.geometry_mismatch")
     assert "the same batch_size and seq_len" in result.record["reason"]["hint"]
+
+
+def test_the_report_shows_the_ranks_check(
+    two_ranks: tuple[CliResult, Path], tmp_path: Path
+) -> None:
+    _, out = two_ranks
+    page = tmp_path / "report.html"
+    result = run_cli("report", out / "record.json", "--out", page)
+    assert result.exit_code == 0, result.stderr
+    text = page.read_text()
+    assert "<h2>Ranks check</h2>" in text and "train(ctx) as 2 ranks (gloo on cpu" in text

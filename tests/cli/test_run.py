@@ -19,8 +19,8 @@ def test_example_is_scored_with_a_plausible_bpb(example_run: tuple[CliResult, Pa
     record = result.record
     assert record["status"] == "scored"
     assert [s["name"] for s in record["stages"]] == [
-        "inputs", "intake", "contract", "lint", "review", "probe", "train", "audit", "score",
-        "record",
+        "inputs", "intake", "contract", "lint", "review", "probe", "train", "audit", "ranks",
+        "score", "record",
     ]  # fmt: skip
     # A random-init byte model starts near log2(257) ≈ 8.0 bits; a little training lowers it.
     assert 2.0 < record["score"]["bpb"] < math.log2(257)
