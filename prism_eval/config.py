@@ -21,11 +21,11 @@ PROFILES = ("cpu", "official")
 MAX_RANKS = 8  # one node: the ranks check never starts processes anywhere else
 ISOLATION_LAYERS = (
     "environment", "watchdog", "cgroup_memory", "cgroup_pids", "rlimits", "network_namespace",
-    "no_new_privs", "landlock", "unprivileged_user", "seccomp",
+    "private_shm", "no_new_privs", "landlock", "unprivileged_user", "seccomp",
 )  # fmt: skip
 IsolationLayerName = Literal[
     "environment", "watchdog", "cgroup_memory", "cgroup_pids", "rlimits", "network_namespace",
-    "no_new_privs", "landlock", "unprivileged_user", "seccomp",
+    "private_shm", "no_new_privs", "landlock", "unprivileged_user", "seccomp",
 ]  # fmt: skip
 
 

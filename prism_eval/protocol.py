@@ -49,6 +49,11 @@ class SandboxSpec(_Message):
     join_network_namespace_fd: int | None = Field(
         None, description="Inherited fd of rank 0's network namespace, joined instead of a new one."
     )
+    private_shm_mib: int | None = Field(
+        None,
+        description="Mount a fresh tmpfs of this size on /dev/shm, in a mount namespace "
+        "of its own; None leaves the host's /dev/shm.",
+    )
     no_new_privs: bool
     drop_to_uid: int | None = Field(description="Switch to this uid/gid; None keeps the uid.")
     drop_capabilities: bool = Field(description="Clear every capability, bounding set included.")

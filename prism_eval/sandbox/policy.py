@@ -114,6 +114,8 @@ def sandbox_spec(
     can_drop_uid = as_root and all(readable_by_others(p) for p in runtime)
     return SandboxSpec(
         network_namespace=True,
+        # Its pages count against the worker's memory cgroup; the size caps it without one.
+        private_shm_mib=max(64, config.memory_limit_mib // 2),
         no_new_privs=True,
         drop_to_uid=config.worker_uid if can_drop_uid else None,
         drop_capabilities=True,

@@ -21,7 +21,9 @@ from prism_eval.protocol import LayerReport, SandboxSpec
 from prism_eval.worker import landlock, seccomp
 
 _PR_SET_NO_NEW_PRIVS, _PR_CAPBSET_DROP = 38, 24
-_CLONE_NEWNET, _CLONE_NEWUSER = 0x40000000, 0x10000000
+_CLONE_NEWNS, _CLONE_NEWNET, _CLONE_NEWUSER = 0x00020000, 0x40000000, 0x10000000
+_MS_NOSUID, _MS_NODEV, _MS_NOEXEC, _MS_REC, _MS_PRIVATE = 2, 4, 8, 0x4000, 1 << 18
+SHARED_MEMORY = "/dev/shm"
 _SIOCGIFFLAGS, _SIOCSIFFLAGS, _IFF_UP = 0x8913, 0x8914, 0x1
 _CAPSET = {"x86_64": 126, "aarch64": 91}
 _LINUX_CAPABILITY_VERSION_3 = 0x20080522
@@ -129,6 +131,26 @@ def private_network(reports: list[LayerReport]) -> bool:
     return any(r.name == "network_namespace" and r.state == "active" for r in reports)
 
 
+def private_shared_memory(size_mib: int) -> LayerReport:
+    """A mount namespace of our own with a fresh tmpfs on /dev/shm.
+
+    /dev/shm stays writable (DataLoader workers pass tensors through it), but what a worker
+    leaves there reaches no later worker, no other evaluation and not the host. As non-root
+    this needs the user namespace the network layer made; without it the layer is unavailable.
+    """
+    libc = _libc()
+    if libc.unshare(_CLONE_NEWNS) != 0:
+        return _unavailable("private_shm", _failed("unshare(CLONE_NEWNS)"))
+    # Private first: a mount made below must never propagate back to the host's namespace.
+    if libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
+        return _unavailable("private_shm", _failed("mount(/, MS_REC | MS_PRIVATE)"))
+    flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
+    options = f"size={size_mib}m,mode=1777".encode()
+    if libc.mount(b"tmpfs", SHARED_MEMORY.encode(), b"tmpfs", flags, options) != 0:
+        return _unavailable("private_shm", _failed(f"mount(tmpfs, {SHARED_MEMORY})"))
+    return _active("private_shm", f"fresh {size_mib} MiB tmpfs on {SHARED_MEMORY}, own mounts")
+
+
 def set_no_new_privs() -> LayerReport:
     """PR_SET_NO_NEW_PRIVS: no exec can ever grant privileges again."""
     if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
@@ -171,6 +193,8 @@ def apply_before_imports(spec: SandboxSpec) -> list[LayerReport]:
     else:
         network = _skipped("network_namespace")
     reports.append(network)
+    shm = spec.private_shm_mib
+    reports.append(private_shared_memory(shm) if shm is not None else _skipped("private_shm"))
     reports.append(set_no_new_privs() if spec.no_new_privs else _skipped("no_new_privs"))
     tcp = spec.allow_inet and private_network(reports)
     if spec.landlock:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from tests.conftest import DATA, run_cli
@@ -88,3 +89,30 @@ def test_readable_data_access_grants_the_train_split_only(
     _, _, message = reason(result)
     assert "read:10; Permission denied" in message
     assert "data_dir=" + str(DATA / "train") in message
+
+
+def test_dev_shm_is_private_to_each_worker(run_attack: RunAttack) -> None:
+    # Every worker (probe, train, audit) imports architecture.py and leaves a file in /dev/shm,
+    # which stays writable for DataLoader workers. The train worker must see only its own, and
+    # nothing may be left on the host: no stash from the probe, none for the referee.
+    token = f"prism-stash-{os.getpid()}-"
+    result = run_attack(
+        f"""
+        import os
+
+        def attack(ctx):
+            seen = sorted(n for n in os.listdir("/dev/shm") if n.startswith("{token}"))
+            raise RuntimeError(f"mine={{os.getpid()}} seen={{seen}}")
+        """,
+        architecture_prelude=f"""
+        import os
+        with open(f"/dev/shm/{token}{{os.getpid()}}", "w") as stash:
+            stash.write("remember me")
+        """,
+    )
+    status, rule, message = reason(result)
+    assert (status, rule) == ("failed", "train.exception"), message
+    mine = message.split("mine=")[1].split()[0]
+    assert f"seen=['{token}{mine}']" in message
+    assert not [name for name in os.listdir("/dev/shm") if name.startswith(token)]
+    assert layer_state(result, "private_shm") == "active"
