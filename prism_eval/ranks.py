@@ -105,15 +105,13 @@ class SharedStream:
 
     def check(self, request: StreamOpen) -> None:
         """Accept the first request (cutting the shards) and the same geometry after it."""
+        check_geometry(request, self._spec)  # bounds and the declared tokenizer, every rank
         with self._lock:
             first = self.request
             if first is None:
-                check_geometry(request, self._spec)
                 self.shards = self._cut(request)
                 self.request = request
-            elif (request.batch_size, request.seq_len, request.tokenizer) != (
-                first.batch_size, first.seq_len, first.tokenizer
-            ):  # fmt: skip
+            elif (request.batch_size, request.seq_len) != (first.batch_size, first.seq_len):
                 raise Failed(
                     "ranks.geometry_mismatch",
                     f"asked for batches of {request.batch_size} × {request.seq_len}, another "
