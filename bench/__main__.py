@@ -124,6 +124,25 @@ def bench_pipeline_vs_loop() -> dict[str, Any]:
     }
 
 
+def bench_ranks() -> dict[str, Any]:
+    """The ranks check (2 ranks, gloo on CPU) next to the scored run of the same evaluation."""
+    config = load_config("cpu", None, {"byte_budget": 64 * 1024, "nproc": 2})
+    record = evaluate(
+        RunRequest(bundle=EXAMPLE, data_dir=DATA, config=config), dict(os.environ)
+    ).record
+    assert record.ranks is not None and record.run is not None, record.reason
+    ranks, run = record.ranks, record.run
+    ranks_rate = sum(shard.bytes for shard in ranks.ranks) / ranks.wall_seconds
+    scored_rate = run.bytes / run.wall_seconds
+    return {
+        "ranks_check_s": ranks.wall_seconds,
+        "ranks_bytes_per_s": round(ranks_rate),
+        "scored_run_bytes_per_s": round(scored_rate),
+        "scored_vs_ranks_throughput_ratio": round(scored_rate / ranks_rate, 3),
+        "note": "both include worker start-up; the ranks also rendezvous and allreduce each step",
+    }
+
+
 def bench_hashing() -> dict[str, Any]:
     """verify_data_dir over the embedded data vs hashlib over the same bytes."""
     shards = sorted(DATA.rglob("*.jsonl"))
@@ -239,6 +258,7 @@ def main() -> None:
         "capture": bench_capture(),
         "supervisor_stream": bench_supervisor_stream(),
         "pipeline": bench_pipeline_vs_loop(),
+        "ranks": bench_ranks(),
         "hashing": bench_hashing(),
         "worker_start": bench_worker_start(),
         "large_probe": bench_large_probe(),
