@@ -55,6 +55,11 @@ TRAIN_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
     "save": (Failed, "train.save_failed", "saving the scored model's state_dict raised"),
 }
 
+SINGLE_RANK_HINT = (
+    "the scored run is one rank (ctx.world_size == 1, no torchrun variables): set up "
+    "torch.distributed only when ctx.world_size > 1"
+)
+
 Progress = Callable[[int, float, float], None]  # (bytes scored, nats so far, seconds)
 
 
@@ -186,7 +191,11 @@ class Limits:
 def _await(worker: WorkerProcess, spec: JobSpec, limits: Limits) -> WorkerMessage:
     message = worker.receive(limits.idle_s, limits.deadline, limits.watch)
     if isinstance(message, Failure):
-        raise failure_error(message, TRAIN_FAILURES, spec.bundle_dir, "train")
+        error = failure_error(message, TRAIN_FAILURES, spec.bundle_dir, "train")
+        # A loop written for torchrun sets up a process group unconditionally.
+        if spec.world_size == 1 and any("init_process_group" in f for f in error.evidence):
+            error.hint = error.hint or SINGLE_RANK_HINT
+        raise error
     if isinstance(message, NonFiniteLoss):
         raise Failed(
             "train.nonfinite_loss",

@@ -211,3 +211,17 @@ def test_the_report_shows_the_ranks_check(
     assert result.exit_code == 0, result.stderr
     text = page.read_text()
     assert "<h2>Ranks check</h2>" in text and "train(ctx) as 2 ranks (gloo on cpu" in text
+
+
+def test_a_torchrun_loop_in_the_single_rank_scored_run_gets_a_hint(tmp_path: Path) -> None:
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    (bundle / "architecture.py").write_text(ARCHITECTURE)
+    (bundle / "training.py").write_text(
+        TRAINING.replace(
+            "    if ctx.world_size > 1:  # the scored run", "    if True:  # the run"
+        ).format(before_loop="", per_batch="")
+    )
+    result = run_cli("run", bundle, "--byte-budget", "4096")
+    assert outcome(result) == (4, "failed", "train.exception")
+    assert "ctx.world_size > 1" in result.record["reason"]["hint"]
