@@ -157,7 +157,7 @@ def test_a_nonzero_rank_that_writes_artifacts_fails(tmp_path: Path) -> None:
     assert result.record["reason"]["message"].startswith("rank 1 wrote log.txt")
 
 
-def test_rank_zero_may_write_artifacts(tmp_path: Path) -> None:
+def test_three_ranks_where_rank_zero_writes_artifacts_pass(tmp_path: Path) -> None:
     result = run_ranks_bundle(
         tmp_path,
         before_loop="""
@@ -165,8 +165,12 @@ def test_rank_zero_may_write_artifacts(tmp_path: Path) -> None:
             with open(os.path.join(ctx.artifacts_dir, "log.txt"), "w") as handle:
                 handle.write("rank 0 only")
         """,
+        nproc=3,
     )
     assert outcome(result) == (0, "scored", None), result.stderr[-3000:]
+    shards = result.record["ranks"]["ranks"]
+    assert [shard["rank"] for shard in shards] == [0, 1, 2]
+    assert len({shard["batches"] for shard in shards}) == 1
 
 
 def test_one_rank_raising_ends_the_check_and_names_the_rank(tmp_path: Path) -> None:
