@@ -4,7 +4,8 @@ The miner's `train(ctx)` runs in a fresh worker. Its first `iter_train_batches` 
 for a geometry, which is checked here; then batches go out at most `prefetch_batches` ahead
 of the losses coming back. Each loss is matched to the batch it claims to score (index and
 token count must be what was sent); the bytes are the supervisor's own. The byte budget
-ends the stream; the wall clock and an idle limit only ever fail a run.
+ends the stream; the wall clock and an idle limit only ever fail a run. The ranks check
+(ranks.py) drives each of its workers with the same `open_stream` and `drive_stream`.
 """
 
 from __future__ import annotations
