@@ -163,6 +163,7 @@ def set_rendezvous(spec: JobSpec) -> None:
         GROUP_RANK="0",
         WORLD_SIZE=str(spec.world_size),
         LOCAL_WORLD_SIZE=str(spec.world_size),
+        GLOO_SOCKET_IFNAME="lo",  # the namespace's one interface; no hostname lookup
     )
 
 
