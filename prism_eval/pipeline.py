@@ -51,7 +51,7 @@ from prism_eval.scoring import (
 )
 from prism_eval.stream import PackedBatch, StreamTally, pack_batches
 from prism_eval.tokenizers import Tokenizer, load_tokenizer
-from prism_eval.weights import read_final_weights
+from prism_eval.weights import final_weights_cap, read_final_weights
 
 STAGES = (
     "inputs", "intake", "contract", "lint", "review", "probe", "train", "audit", "ranks", "score",
@@ -238,8 +238,9 @@ class Evaluation:
         """Read back the saved weights, then the referee: step 0, final state, held-out."""
         assert self.probe is not None and self.train is not None
         assert self.train.first is not None and self.tokenizer is not None
-        cap = 8 * self.config.max_params + (1 << 26)
-        self.artifacts = read_final_weights(self._artifacts_dir() / "final.safetensors", cap)
+        self.artifacts = read_final_weights(
+            self._artifacts_dir() / "final.safetensors", final_weights_cap(self.config.max_params)
+        )
         if self.artifacts.elements < self.probe.params:
             raise Failed(
                 "audit.weights_mismatch",
@@ -351,7 +352,7 @@ class Evaluation:
         artifacts = self._artifacts_dir(f"artifacts-rank{rank}")
         spec = self._job_spec("ranks", config=config, scratch=scratch, artifacts=artifacts)
         spec = spec.model_copy(update={"rank": rank, "world_size": nproc})
-        return RankJob(spec, scratch, artifacts)
+        return RankJob(spec, scratch)
 
     def _protected_paths(self) -> list[Path]:
         """What no worker may reach: the locked data, held-out data and the signing key."""

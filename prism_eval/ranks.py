@@ -45,7 +45,7 @@ from prism_eval.scored_run import (
 from prism_eval.scoring import BatchFigures
 from prism_eval.stream import BatchProducer, PackedBatch, StreamTally, pack_batches
 from prism_eval.tokenizers import Tokenizer
-from prism_eval.weights import read_final_weights
+from prism_eval.weights import final_weights_cap, read_final_weights
 
 MIN_BATCHES_PER_RANK = 2
 FINAL_WEIGHTS = "final.safetensors"
@@ -53,11 +53,14 @@ FINAL_WEIGHTS = "final.safetensors"
 
 @dataclass(frozen=True)
 class RankJob:
-    """One rank's job and the directories it was given."""
+    """One rank's job and its scratch dir (its artifacts dir is in the spec)."""
 
     spec: JobSpec
     scratch_dir: Path
-    artifacts_dir: Path
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return Path(self.spec.artifacts_dir)
 
 
 def shard_batches(
@@ -170,10 +173,8 @@ def open_namespaces(rank0: WorkerProcess) -> tuple[int | None, int]:
 class _Ranks:
     """The N workers of one check: started, driven one thread each, killed together."""
 
-    def __init__(
-        self, jobs: list[RankJob], config: EvalConfig, stream: SharedStream, deadline: float
-    ) -> None:
-        self.jobs, self.config, self.stream, self.deadline = jobs, config, stream, deadline
+    def __init__(self, config: EvalConfig, stream: SharedStream, deadline: float) -> None:
+        self.config, self.stream, self.deadline = config, stream, deadline
         self.workers: list[WorkerProcess] = []
         self.rank0_layers: list[LayerReport] = []
         self.rank0_network = ""
@@ -226,9 +227,7 @@ class _Ranks:
 
     def _drive(self, job: RankJob, worker: WorkerProcess) -> list[BatchFigures]:
         spec, config = job.spec, self.config
-        watch = artifacts_watch(
-            job.artifacts_dir, config.artifacts_quota_mib * 2**20, config.artifacts_max_files
-        )
+        watch = artifacts_watch(job.artifacts_dir, config)
         limits = Limits(self.deadline, config.idle_timeout_s, watch)
         open_stream(worker, spec, limits, self.stream.check)
         shard = self.stream.shards[spec.rank]
@@ -268,7 +267,7 @@ def run_ranks_check(
     started = time.monotonic()
     nproc = len(jobs)
     stream = SharedStream(jobs[0].spec, documents, tokenizer, nproc, config.ranks_byte_budget)
-    ranks = _Ranks(jobs, config, stream, started + config.train_timeout_s)
+    ranks = _Ranks(config, stream, started + config.train_timeout_s)
     try:
         rank0 = ranks.start(jobs[0])
     except PrismError as exc:
@@ -303,7 +302,7 @@ def _joining(job: RankJob, user_fd: int | None, net_fd: int) -> RankJob:
         update={"join_user_namespace_fd": user_fd, "join_network_namespace_fd": net_fd}
     )
     spec = job.spec.model_copy(update={"sandbox": sandbox})
-    return RankJob(spec, job.scratch_dir, job.artifacts_dir)
+    return RankJob(spec, job.scratch_dir)
 
 
 def _verdict(
@@ -321,7 +320,7 @@ def _verdict(
             )
     digests = []
     for job in jobs:
-        cap = 8 * job.spec.max_params + (1 << 26)
+        cap = final_weights_cap(job.spec.max_params)
         try:
             saved = read_final_weights(job.artifacts_dir / FINAL_WEIGHTS, cap)
         except PrismError as exc:

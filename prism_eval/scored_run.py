@@ -259,8 +259,9 @@ def drive_stream(
         )
 
 
-def artifacts_watch(artifacts_dir: Path, quota_bytes: int, max_files: int) -> Watch:
+def artifacts_watch(artifacts_dir: Path, config: EvalConfig) -> Watch:
     """A watch that raises QuotaExceeded once the artifacts dir holds too much."""
+    quota_bytes, max_files = config.artifacts_quota_mib * 2**20, config.artifacts_max_files
 
     def check_artifacts() -> None:
         used, files = 0, 0
@@ -300,9 +301,7 @@ def run_training(
     far, for the record.
     """
     started = time.monotonic()
-    watch = artifacts_watch(
-        Path(spec.artifacts_dir), config.artifacts_quota_mib * 2**20, config.artifacts_max_files
-    )
+    watch = artifacts_watch(Path(spec.artifacts_dir), config)
     limits = Limits(started + config.train_timeout_s, config.idle_timeout_s, watch)
     worker, _, _ = start_job(spec, scratch_dir, config, on_ready=on_ready)
     producer: BatchProducer | None = None

@@ -28,6 +28,12 @@ DTYPE_BYTES = {
 MAX_HEADER_BYTES = 100 * 1024 * 1024
 
 
+def final_weights_cap(max_params: int) -> int:
+    """The largest saved state a model under the parameter cap may leave: 8 bytes an element
+    (float64) plus 64 MiB for the header and non-float buffers."""
+    return 8 * max_params + (1 << 26)
+
+
 def _bad(path: Path, why: str) -> Failed:
     return Failed("audit.bad_final_weights", f"{path.name} is not valid safetensors: {why}")
 

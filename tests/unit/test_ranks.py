@@ -2,12 +2,28 @@
 
 from __future__ import annotations
 
+import subprocess
+from pathlib import Path
+from typing import cast
+
 import numpy as np
 import pytest
 
-from prism_eval.errors import Failed, Rejected
-from prism_eval.ranks import MIN_BATCHES_PER_RANK, as_rank_error, shard_batches
+from prism_eval.config import load_config
+from prism_eval.data import Document
+from prism_eval.doctor import selftest_spec
+from prism_eval.errors import EvaluatorError, Failed, Rejected
+from prism_eval.protocol import StreamOpen
+from prism_eval.ranks import (
+    MIN_BATCHES_PER_RANK,
+    SharedStream,
+    as_rank_error,
+    open_namespaces,
+    shard_batches,
+)
+from prism_eval.sandbox.launch import WorkerProcess
 from prism_eval.stream import PackedBatch
+from prism_eval.tokenizers import load_tokenizer
 
 
 def batches(count: int, size: int = 100) -> list[PackedBatch]:
@@ -60,3 +76,23 @@ def test_rank_errors_keep_their_verdict_under_this_stage(error: Failed, rule: st
     assert type(named) is type(error)
     assert named.rule_id == rule
     assert named.message == f"rank 3: {error.message}"
+
+
+def test_too_little_text_for_every_rank_is_the_evaluators_error(tmp_path: Path) -> None:
+    spec = selftest_spec(tmp_path, load_config("cpu"))
+    text = [Document(id="only", text="x" * 100)]  # one batch of 1 × 64, not four
+    stream = SharedStream(spec, text, load_tokenizer("byte"), nproc=4, byte_budget=10)
+    with pytest.raises(EvaluatorError) as caught:
+        stream.check(StreamOpen(batch_size=1, seq_len=64, tokenizer="byte"))
+    assert caught.value.rule_id == "ranks.too_little_data"
+
+
+def test_a_rank_zero_in_our_own_network_namespace_stops_the_check() -> None:
+    # Any process of ours shares our namespace: ranks there would talk TCP on the host's network.
+    with subprocess.Popen(["sleep", "60"]) as process:
+        try:
+            with pytest.raises(EvaluatorError) as caught:
+                open_namespaces(cast(WorkerProcess, process))
+        finally:
+            process.kill()
+    assert caught.value.rule_id == "ranks.no_private_network"
