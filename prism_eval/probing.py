@@ -32,7 +32,8 @@ PROBE_BATCH = 2
 PROBE_SEQ = 16
 CAUSALITY_POSITIONS = 3
 WARM_CALLS = 32
-# Logits before j may move by float noise only: a leak of a future token moves them by O(1).
+# Log-probabilities (nats) before j may move by float noise only: a leak of a future token
+# moves them by O(1). Absolute: nothing the model outputs can widen it.
 CAUSALITY_TOLERANCE = 1e-4
 
 PROBE_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
@@ -68,11 +69,12 @@ def causality_positions(seq_len: int, count: int) -> list[int]:
 def check_causality(checks: list[CausalityCheck], where: str, rule_id: str) -> None:
     """Reject when logits before a perturbed position moved beyond float noise."""
     for check in checks:
-        if check.max_abs_diff > CAUSALITY_TOLERANCE * max(1.0, check.scale):
+        if check.max_abs_diff > CAUSALITY_TOLERANCE:
             raise Rejected(
                 rule_id,
                 f"{where}: changing the tokens from position {check.position} on moved the "
-                f"logits before it by {check.max_abs_diff:.3g} ({check.mode.replace('_', ' ')})",
+                f"log-probabilities before it by {check.max_abs_diff:.3g} nats "
+                f"({check.mode.replace('_', ' ')})",
                 hint="the logits at position t may depend on tokens 0..t only: mask attention "
                 "causally and never mix information across time steps",
             )

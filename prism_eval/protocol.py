@@ -223,14 +223,14 @@ class Ready(_Message):
 
 
 class CausalityCheck(_Message):
-    """How far the logits before `position` moved when the tokens from it on changed."""
+    """How far the log-probabilities before `position` moved when the tokens from it on
+    changed (nats)."""
 
     mode: Literal["eval_no_grad", "train_grad", "after_warm_calls"]
     position: int
     max_abs_diff: float = Field(ge=0)
-    scale: float = Field(ge=0, description="max |logit| of the unperturbed output")
 
-    @field_validator("max_abs_diff", "scale")
+    @field_validator("max_abs_diff")
     @classmethod
     def _values_finite(cls, value: float) -> float:
         return _finite(value)

@@ -46,16 +46,16 @@ def perturb_from(tokens: torch.Tensor, source: torch.Tensor, position: int) -> t
 def compare_before(
     base: torch.Tensor, changed: torch.Tensor, position: int, mode: Mode
 ) -> CausalityCheck:
-    """The check for one position: how far logits at positions < `position` moved."""
+    """The check for one position: how far the log-probabilities at positions < `position`
+    moved, in nats. Log-probabilities, not logits: what is scored, and no output of the model
+    can widen the tolerance (a logit scale could — one column at -1e6 would)."""
     if base.shape != changed.shape:
-        return CausalityCheck(mode=mode, position=position, max_abs_diff=_LARGE, scale=0.0)
-    diff = float((changed[:, :position] - base[:, :position]).abs().max())
-    scale = float(base[:, :position].abs().max())
+        return CausalityCheck(mode=mode, position=position, max_abs_diff=_LARGE)
+    before = torch.log_softmax(base[:, :position], dim=-1)
+    after = torch.log_softmax(changed[:, :position], dim=-1)
+    diff = float((after - before).abs().max())
     return CausalityCheck(
-        mode=mode,
-        position=position,
-        max_abs_diff=diff if math.isfinite(diff) else _LARGE,
-        scale=scale if math.isfinite(scale) else _LARGE,
+        mode=mode, position=position, max_abs_diff=diff if math.isfinite(diff) else _LARGE
     )
 
 

@@ -29,6 +29,7 @@ def _run(bundle: str, tmp_path: Path, **config: object) -> tuple[str, str, str]:
         ("attack_peek_under_no_grad", "eval no grad"),
         ("attack_peek_in_eval_mode", "eval no grad"),
         ("attack_peek_after_calls", "after warm calls"),
+        ("attack_hides_leak_behind_huge_logit", "eval no grad"),
     ],
 )
 def test_non_causal_model_is_rejected_by_the_probe(bundle: str, mode: str, tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ WORKER_MESSAGES: list[BaseModel] = [
         logits_shape=[2, 8, 257],
         logits_finite=True,
         deterministic=True,
-        causality=[CausalityCheck(mode="eval_no_grad", position=3, max_abs_diff=0.0, scale=4.5)],
+        causality=[CausalityCheck(mode="eval_no_grad", position=3, max_abs_diff=0.0)],
     ),
     StreamOpen(batch_size=4, seq_len=64, tokenizer="byte"),
     BatchLoss(index=3, nats=123.456, tokens=252),
