@@ -7,6 +7,7 @@ statement and signed under DSSE's PAE; the printed document is canonical JSON to
 from __future__ import annotations
 
 import base64
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any, Literal
 import rfc8785
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from prism_eval.errors import EvaluatorError
 from prism_eval.record import (
     PAYLOAD_TYPE,
     Record,
@@ -88,13 +90,37 @@ def write_outputs(
     final_weights: Path | None,
 ) -> None:
     """Write record.json, stream.json and (when there is one) final.safetensors to out_dir."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "record.json").write_bytes(signed_record_bytes(signed) + b"\n")
     stream = {
         "schema": STREAM_SCHEMA,
         "bundle_sha256": signed.record.subject.bundle_sha256,
         "batches": [[f.nats, f.tokens, f.bytes] for f in figures],
     }
-    (out_dir / "stream.json").write_bytes(bytes(rfc8785.dumps(stream)) + b"\n")
-    if final_weights is not None and final_weights.is_file() and not final_weights.is_symlink():
-        shutil.copyfile(final_weights, out_dir / "final.safetensors")
+    try:
+        prepare_out_dir(out_dir)
+        (out_dir / "record.json").write_bytes(signed_record_bytes(signed) + b"\n")
+        (out_dir / "stream.json").write_bytes(bytes(rfc8785.dumps(stream)) + b"\n")
+        if final_weights is not None and final_weights.is_file() and not final_weights.is_symlink():
+            shutil.copyfile(final_weights, out_dir / "final.safetensors")
+    except OSError as exc:
+        raise _unwritable(out_dir, exc) from exc
+
+
+UNWRITABLE_OUTPUT = "output.unwritable"
+
+
+def _unwritable(out_dir: Path, exc: OSError) -> EvaluatorError:
+    return EvaluatorError(
+        UNWRITABLE_OUTPUT,
+        f"cannot write the outputs to {out_dir}: {exc.strerror or exc}",
+        hint="pass --out a directory you can write (it is created when missing)",
+    )
+
+
+def prepare_out_dir(out_dir: Path) -> None:
+    """Create --out and check it is writable, before an evaluation spends any time."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(out_dir, exc) from exc
+    if not os.access(out_dir, os.W_OK | os.X_OK):
+        raise _unwritable(out_dir, PermissionError(13, "not writable"))

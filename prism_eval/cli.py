@@ -21,7 +21,7 @@ import click
 
 from prism_eval import __version__
 from prism_eval.config import MAX_RANKS
-from prism_eval.errors import EXIT_CODES, PrismError
+from prism_eval.errors import EXIT_CODES, EvaluatorError, PrismError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -80,6 +80,16 @@ def _check_nproc(ctx: click.Context, param: click.Parameter, value: int | None) 
             "(several nodes are not supported)"
         )
     return value
+
+
+def _write_out(path: Path, data: bytes) -> None:
+    """Write an output file; one that cannot be written is the operator's error (exit 5)."""
+    try:
+        path.write_bytes(data)
+    except OSError as exc:
+        raise EvaluatorError(
+            "output.unwritable", f"cannot write {path}: {exc.strerror or exc}"
+        ) from exc
 
 
 def default_data_dir() -> Path:
@@ -239,7 +249,7 @@ def review(
         sys.stdout.buffer.write(document)
         sys.stdout.flush()
     else:
-        out_path.write_bytes(document)
+        _write_out(out_path, document)
         _emit({"decision": verdict.decision, "out": str(out_path), "model": verdict.model,
                "bundle_sha256": verdict.bundle_sha256, "reasons": verdict.reasons})  # fmt: skip
     sys.exit(DECISION_EXIT_CODES[verdict.decision])
@@ -392,7 +402,7 @@ def report(record: Path, out_path: Path, pubkey: Path | None) -> None:
     from prism_eval.report import render_report
     from prism_eval.verify import verify_record
 
-    out_path.write_text(render_report(verify_record(record.read_bytes(), pubkey)))
+    _write_out(out_path, render_report(verify_record(record.read_bytes(), pubkey)).encode())
     _emit({"report": str(out_path)})
 
 

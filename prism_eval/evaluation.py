@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from prism_eval import __version__
-from prism_eval.attest import resolve_signing_key, sign_record, write_outputs
+from prism_eval.attest import UNWRITABLE_OUTPUT, resolve_signing_key, sign_record, write_outputs
 from prism_eval.environment import describe_environment, evaluator_identity, isolation_record
 from prism_eval.errors import Status
 from prism_eval.pipeline import Evaluation, RunRequest
@@ -130,7 +130,8 @@ def evaluate(request: RunRequest, environ: dict[str, str]) -> SignedRecord:
     """Run every stage and return the signed record, for every outcome.
 
     The signing key is resolved first: a bad key is the operator's error and there would be
-    nothing to sign with, so it raises instead of producing a record.
+    nothing to sign with, so it raises instead of producing a record. An unwritable --out ends
+    the run in its inputs stage (the record still goes to stdout).
     """
     identity = resolve_signing_key(request.key_path, environ)
     started_at = _utc_now()
@@ -147,7 +148,7 @@ def evaluate(request: RunRequest, environ: dict[str, str]) -> SignedRecord:
         )
         record = build_record(evaluation, status, reason, started_at, identity.signer())
         signed = sign_record(record, identity)
-        if request.out_dir is not None:
+        if request.out_dir is not None and reason.rule_id != UNWRITABLE_OUTPUT:
             write_outputs(
                 request.out_dir,
                 signed,

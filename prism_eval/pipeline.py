@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from prism_eval.attest import prepare_out_dir
 from prism_eval.audit import run_audit
 from prism_eval.bundle import Bundle, load_bundle
 from prism_eval.config import EvalConfig, load_config
@@ -139,6 +140,8 @@ class Evaluation:
         """Verify the locked data (every shard's hash) and pin the held-out split."""
         if self.request.config_error is not None:
             raise self.request.config_error
+        if self.request.out_dir is not None:  # known now, not after the evaluation
+            prepare_out_dir(self.request.out_dir)
         self.manifest = verify_data_dir(self.request.data_dir, ["train"])
         self.data = _data_ref(self.request.data_dir, self.manifest, "train")
         if self.request.heldout_dir is not None:

@@ -47,3 +47,13 @@ def test_report_renders_in_headless_chromium_with_the_curve(
     # And the scored status badge (green) rendered.
     green = (abs(pixels[..., 0] - 0.165) < 0.05) & (abs(pixels[..., 1] - 0.49) < 0.05)
     assert green.sum() > 50
+
+
+def test_a_report_that_cannot_be_written_is_an_error_not_a_traceback(
+    example_run: tuple[CliResult, Path], tmp_path: Path
+) -> None:
+    _, out = example_run
+    result = run_cli("report", out / "record.json", "--out", tmp_path / "missing" / "r.html")
+    assert result.exit_code == 5
+    assert "[output.unwritable] cannot write" in result.stderr
+    assert "Traceback" not in result.stderr

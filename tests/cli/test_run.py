@@ -137,6 +137,17 @@ def test_bad_config_file_still_prints_an_error_record(tmp_path: Path) -> None:
     assert result.record["inputs"] is None
 
 
+def test_unwritable_out_ends_in_an_error_record_before_any_work(tmp_path: Path) -> None:
+    taken = tmp_path / "a-file"
+    taken.write_text("not a directory")
+    result = run_cli("run", BUNDLES / "ok_tiny_transformer", "--out", taken)
+    assert result.exit_code == 5
+    assert result.record["reason"]["rule_id"] == "output.unwritable"
+    assert str(taken) in result.record["reason"]["message"]
+    assert [s["status"] for s in result.record["stages"][:2]] == ["error", "skipped"]
+    assert "Traceback" not in result.stderr
+
+
 def test_record_states_worker_and_host_layers(example_run: tuple[CliResult, Path]) -> None:
     from prism_eval.config import ISOLATION_LAYERS
     from prism_eval.sandbox.host import HOST_LAYERS
