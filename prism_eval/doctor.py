@@ -115,11 +115,11 @@ def _ranks_check(layers: list[LayerReport]) -> Check:
     """Whether `run --nproc N > 1` can run here: a private network namespace for the ranks,
     and AF_INET sockets not refused by an outer seccomp profile."""
     network = next((layer for layer in layers if layer.name == "network_namespace"), None)
-    refusal = inet_socket_refusal()
     if network is None or network.state != "active":
         why = network.detail if network else "not reported"
         return Check(name="ranks (--nproc)", ok=False, optional=True,
                      detail=f"no private network namespace ({why}): --nproc 1 only")  # fmt: skip
+    refusal = inet_socket_refusal()
     if refusal is not None:
         return Check(name="ranks (--nproc)", ok=False, optional=True,
                      detail=f"AF_INET refused ({refusal}): --nproc 1 only; in a container use "

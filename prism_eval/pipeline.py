@@ -47,6 +47,7 @@ from prism_eval.scoring import (
     SCORING_VERSION,
     ScoringRules,
     bits_per_byte,
+    heldout_terms,
     rank_score,
     total_nats,
 )
@@ -312,10 +313,10 @@ class Evaluation:
             raise Failed("score.no_bytes", "the scored batches covered no bytes of text")
         bpb = bits_per_byte(total_nats(figures), scored_bytes)
         delta = gap = None
-        audit = self.audit
-        if audit and audit.heldout_trained_bpb is not None and audit.heldout_twin_bpb is not None:
-            delta = audit.heldout_twin_bpb - audit.heldout_trained_bpb
-            gap = audit.heldout_trained_bpb - audit.recent_final_bpb
+        if (audit := self.audit) is not None:
+            delta, gap = heldout_terms(
+                audit.heldout_twin_bpb, audit.heldout_trained_bpb, audit.recent_final_bpb
+            )
         rules = ScoringRules.model_validate(self.config.model_dump())
         final, multipliers = rank_score(bpb, delta, gap, rules)
         self.score = Score(

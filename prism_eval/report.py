@@ -11,10 +11,10 @@ from __future__ import annotations
 import base64
 import html
 import io
-import math
 from typing import Any
 
 from prism_eval.record import Record
+from prism_eval.scoring import bits_per_byte
 from prism_eval.verify import Verified
 
 _STYLE = """
@@ -132,7 +132,7 @@ def render_report(verified: Verified) -> str:
             f"<code>{_e(ranks.final_weights_sha256[:16])}…</code>. Not part of the score.</p>"
             + _table(
                 ["rank", "batches", "bytes", "bpb"],
-                [[r.rank, r.batches, r.bytes, f"{r.nats / math.log(2) / r.bytes:.4f}"]
+                [[r.rank, r.batches, r.bytes, f"{bits_per_byte(r.nats, r.bytes):.4f}"]
                  for r in ranks.ranks],
             )
         )  # fmt: skip

@@ -44,6 +44,17 @@ class CurvePoint(BaseModel):
     batch_bpb: float = Field(description="Bits per byte of this batch alone.")
 
 
+def heldout_terms(
+    twin_bpb: float | None, trained_bpb: float | None, recent_final_bpb: float
+) -> tuple[float | None, float | None]:
+    """(held-out delta, memorization gap) from the audit's figures; (None, None) without
+    held-out data. delta = untrained twin − trained; gap = trained − the saved weights' bpb
+    on the last scored batches."""
+    if twin_bpb is None or trained_bpb is None:
+        return None, None
+    return twin_bpb - trained_bpb, trained_bpb - recent_final_bpb
+
+
 def bits_per_byte(nats_total: float, bytes_total: int) -> float:
     """Convert summed nats over `bytes_total` bytes into bits per byte."""
     if bytes_total <= 0:

@@ -23,6 +23,7 @@ from prism_eval.scoring import (
     BatchFigures,
     ScoringRules,
     bits_per_byte,
+    heldout_terms,
     rank_score,
     stream_sha256,
     total_nats,
@@ -109,6 +110,15 @@ def check_consistency(record: Record) -> None:
         bpb = bits_per_byte(stream.nats, stream.bytes)
         if bpb != score.bpb:
             raise _mismatch("score.bpb", score.bpb, bpb)
+        audit = record.audit
+        expected = (
+            heldout_terms(audit.heldout_twin_bpb, audit.heldout_trained_bpb, audit.recent_final_bpb)
+            if audit is not None
+            else (None, None)
+        )
+        if (score.heldout_delta, score.gap) != expected:
+            raise _mismatch("score.heldout_delta, score.gap", (score.heldout_delta, score.gap),
+                            expected)  # fmt: skip
         config = record.inputs.config if record.inputs else {}
         rules = ScoringRules.model_validate(config)
         final, multipliers = rank_score(bpb, score.heldout_delta, score.gap, rules)

@@ -180,10 +180,9 @@ compare() {
 
 main() {
   local phase
-  choose_engine
   [[ -x "$PRISM_EVAL" ]] || die "$PRISM_EVAL is missing: run \`make install\` first"
   ensure_tools
-  choose_engine   # podman may have just been installed
+  choose_engine   # after ensure_tools: podman may have just been installed
   if [[ -f /usr/share/containers/seccomp.json ]] \
       && ! "$PYTHON" "$ROOT/scripts/make_seccomp_profile.py" --check 2>/dev/null; then
     log "warning: deploy/seccomp.json differs from what this host's default profile gives"

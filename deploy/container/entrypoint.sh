@@ -4,7 +4,7 @@
 #   (no arguments)          evaluate the embedded example bundle
 #   BUNDLE [OPTION...]      evaluate BUNDLE, e.g. /in/bundle.zip from `-v "$PWD:/in:ro"`
 #   OPTION...               options only: evaluate the embedded example with them
-#   COMMAND [ARG...]        any other command: doctor, verify, schema, keygen, export, data, ...
+#   COMMAND [ARG...]        any other command: doctor, verify, report, leaderboard, export, ...
 #
 # Mount points: locked data at /data (its MANIFEST.json) replaces the embedded data unless
 # --data or $PRISM_EVAL_DATA says otherwise; held-out data at /heldout is passed as --heldout;
@@ -29,7 +29,8 @@ fi
 
 case "${1:-}" in
     run) shift ;;
-    verify | review | export | keygen | schema | doctor | data | -h | --help | --version)
+    verify | review | export | report | leaderboard | keygen | schema | doctor | data | -h \
+    | --help | --version)
         exec prism-eval "$@" ;;
 esac
 case "${1:-}" in

@@ -253,6 +253,19 @@ def test_record_resigned_with_a_wrong_final_score_is_inconsistent(
     assert "score.final_score" in error.message
 
 
+def test_record_resigned_with_a_held_out_delta_its_audit_does_not_give_is_inconsistent(
+    identity: attest.SigningIdentity, pubkey_path: Path
+) -> None:
+    record = good_record(identity)  # no audit, so no held-out terms
+    assert record.score is not None
+    forged = record.score.model_copy(update={"heldout_delta": 0.3, "gap": 0.1})
+    error = rule_of(
+        signed_bytes(record.model_copy(update={"score": forged}), identity), pubkey_path
+    )
+    assert error.rule_id == "verify.inconsistent"
+    assert "score.heldout_delta" in error.message
+
+
 def test_record_resigned_with_run_bytes_off_by_one_is_inconsistent(
     identity: attest.SigningIdentity, pubkey_path: Path
 ) -> None:
