@@ -65,10 +65,10 @@ def _score(
     batches: list[PackedBatch],
     config: EvalConfig,
     spec: JobSpec,
+    deadline: float,
 ) -> list[AuditLoss]:
     """Send each batch in turn and collect the referee's losses (lockstep)."""
     losses = []
-    deadline = time.monotonic() + config.probe_timeout_s + config.train_timeout_s
     for index, batch in enumerate(batches):
         rows, cols = batch.rows.shape
         worker.send(
@@ -129,12 +129,14 @@ def run_audit(
 ) -> AuditFigures:
     """Run the referee worker and check its figures; raise Rejected/Failed on a breach."""
     worker, _, _ = start_job(spec, scratch_dir, config, on_ready=on_ready)
+    # One wall-clock budget for the whole referee, not one per role.
+    deadline = time.monotonic() + config.probe_timeout_s + config.train_timeout_s
     try:
-        replay = _score(worker, "replay", [first.batch], config, spec)[0]
-        redone = _score(worker, "recent", [s.batch for s in recent], config, spec)
-        held = _score(worker, "heldout", heldout, config, spec) if heldout else []
+        replay = _score(worker, "replay", [first.batch], config, spec, deadline)[0]
+        redone = _score(worker, "recent", [s.batch for s in recent], config, spec, deadline)
+        held = _score(worker, "heldout", heldout, config, spec, deadline)
         worker.send(AuditEnd())
-        if not isinstance(worker.receive(config.idle_timeout_s, time.monotonic() + 60), AuditDone):
+        if not isinstance(worker.receive(config.idle_timeout_s, deadline), AuditDone):
             raise ProtocolError("expected audit_done")
     except (WorkerTimeout, ProtocolError) as exc:
         raise lost_worker_error("audit", worker, exc) from exc

@@ -90,7 +90,9 @@ def _check_header(path: Path, header_bytes: bytes, data_bytes: int) -> tuple[int
     for name, entry in header.items():
         try:
             dtype, shape, (begin, end) = entry["dtype"], entry["shape"], entry["data_offsets"]
-            count = math.prod(int(n) for n in shape)
+            if not isinstance(shape, list) or any(type(n) is not int or n < 0 for n in shape):
+                raise ValueError("a shape is a list of non-negative integers")
+            count = math.prod(shape)
             width = DTYPE_BYTES[dtype]
         except (KeyError, TypeError, ValueError) as exc:
             raise _bad(path, f"tensor {name!r} has a malformed entry") from exc

@@ -69,6 +69,8 @@ def _write(path: Path, header: dict[str, object], data: bytes) -> None:
         {"a": {"dtype": "XX", "shape": [1], "data_offsets": [0, 4]}},  # unknown dtype
         {"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
          "b": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]}},  # overlap
+        {"a": {"dtype": "F32", "shape": [-1, -2], "data_offsets": [0, 8]}},  # negative sizes
+        {"a": {"dtype": "F32", "shape": ["2"], "data_offsets": [0, 8]}},  # a string size
     ],
 )  # fmt: skip
 def test_inconsistent_header_is_refused(tmp_path: Path, header: dict[str, object]) -> None:
