@@ -173,10 +173,16 @@ def check_stream_file(record: Record, stream_path: Path) -> None:
         raise VerificationFailed("verify.bad_stream", f"{stream_path} is malformed: {exc}") from exc
     if record.stream is None:
         raise VerificationFailed("verify.bad_stream", "the record has no stream to compare with")
-    if stream_sha256(figures) != record.stream.sha256:
-        raise _mismatch("stream.sha256", record.stream.sha256, stream_sha256(figures))
-    if total_nats(figures) != record.stream.nats:
-        raise _mismatch("stream.nats", record.stream.nats, total_nats(figures))
+    recomputed = {
+        "sha256": stream_sha256(figures),
+        "batches": len(figures),
+        "nats": total_nats(figures),
+        "tokens": sum(f.tokens for f in figures),
+        "bytes": sum(f.bytes for f in figures),
+    }
+    for name, value in recomputed.items():
+        if getattr(record.stream, name) != value:
+            raise _mismatch(f"stream.{name}", getattr(record.stream, name), value)
 
 
 def verify_record(

@@ -461,6 +461,19 @@ def test_check_stream_file_accepts_the_written_stream_and_detects_a_changed_one(
     assert rule_of(raw, pubkey_path, out / "stream.json").rule_id == "verify.inconsistent"
 
 
+def test_check_stream_file_recomputes_every_total(
+    identity: attest.SigningIdentity, tmp_path: Path
+) -> None:
+    record = good_record(identity)
+    out = tmp_path / "out"
+    attest.write_outputs(out, attest.sign_record(record, identity), DEFAULT_FIGURES, None)
+    assert record.stream is not None
+    inflated = record.stream.model_copy(update={"tokens": record.stream.tokens + 1})
+    with pytest.raises(VerificationFailed) as info:
+        check_stream_file(record.model_copy(update={"stream": inflated}), out / "stream.json")
+    assert "stream.tokens" in info.value.message
+
+
 def test_check_stream_file_refuses_a_malformed_stream(
     identity: attest.SigningIdentity, tmp_path: Path
 ) -> None:
