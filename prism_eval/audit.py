@@ -1,14 +1,18 @@
-"""Supervisor: the audit stage — the referee's figures against the reported stream (DESIGN §6).
+"""Supervisor: the audit stage — the referee's figures against the scored stream (DESIGN §6).
 
-- Step-0 replay: batch 0's loss from a freshly built model under the forced seed must equal
-  the reported one (relative tolerance `audit_replay_rel_tol`, float noise on the same device
-  class). A difference means the model was changed before scoring began, or batch 0 was
-  forged.
-- Final consistency: the saved weights, loaded strictly into a fresh model in a fresh process
-  (no state from training survives there), redo the last scored batches. A trained model does
-  at least about as well on data it has just learned from as it did online, so the final bpb
-  may exceed the online bpb by `audit_final_rel_tol` (relative) plus `audit_final_abs_tol_bpb`
-  at most — a margin far above training noise and far below what a forged capture gains.
+The referee is a predictor worker (`architecture.py` only, never `training.py`) that builds
+the forced-init twin and a second model into which the saved `final.safetensors` is loaded with
+strict key matching; it gets inputs with the last column withheld, like the scored pass, and
+the trusted scorer computes every loss — no process that runs miner code holds a target,
+held-out ones included.
+
+- Step-0 replay: batch 0's loss under the twin must equal the scored one (relative tolerance
+  `audit_replay_rel_tol`, float noise on the same device class). A difference means the model
+  was changed before scoring began.
+- Final consistency: the saved weights redo the last scored batches. Honest training does not
+  leave the saved model clearly *worse* on batches it has just learned from than it was before
+  learning them (docs/scoring.md derives the tolerance); a model that is, is not the model that
+  was scored.
 - Held-out: the twin and the trained model score the held-out split with the run's tokenizer,
   geometry and byte accounting: heldout_delta = bpb(twin) - bpb(trained); the gap is the
   trained model's held-out bpb minus its bpb on the recent train batches.
@@ -18,74 +22,109 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
+
+from prism_eval.capture import Limits, expect, withhold_last
 from prism_eval.config import EvalConfig
-from prism_eval.errors import Failed, PrismError, Rejected
+from prism_eval.errors import EvaluatorError, Failed, PrismError, Rejected
 from prism_eval.protocol import (
-    AuditBatch,
-    AuditDone,
-    AuditEnd,
-    AuditLoss,
-    Failure,
     JobSpec,
+    ModelLayout,
+    Predict,
+    Predicted,
+    PredictorSetup,
     ProtocolError,
+    Score,
+    Scored,
+    ScorerSetup,
+    logits_bytes,
 )
 from prism_eval.record import AuditFigures
 from prism_eval.sandbox.launch import WorkerProcess, WorkerTimeout
-from prism_eval.sandbox.session import OnReady, failure_error, lost_worker_error, start_job
+from prism_eval.sandbox.session import (
+    OnReady,
+    await_ready,
+    launch_job,
+    lost_worker_error,
+)
 from prism_eval.scoring import bits_per_byte
+from prism_eval.shared_memory import SharedBuffers
 from prism_eval.stream import PackedBatch
 
 AUDIT_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
     "import": (Failed, "audit.import_failed", "importing the architecture script raised"),
     "build_model": (Failed, "audit.build_failed", "build_model(ctx) raised in the referee"),
+    "not_a_module": (Failed, "audit.build_failed", "build_model(ctx) returned no nn.Module"),
+    "layout": (Failed, "audit.build_failed", "the referee's model cannot be described"),
     "load_weights": (
         Failed,
         "audit.weights_mismatch",
         "final.safetensors does not load into a freshly built model (strict keys and shapes)",
     ),
-    "audit_forward": (Failed, "audit.forward_failed", "the model's forward raised in the referee"),
+    "forward": (Failed, "audit.forward_failed", "the model's forward raised in the referee"),
+    "output": (Failed, "audit.forward_failed", "the model's output cannot be scored (referee)"),
 }
+Model = Literal["twin", "trained"]
 
 
 @dataclass(frozen=True)
 class ScoredBatch:
-    """A batch the stream scored: its rows and bytes (supervisor's) and its reported nats."""
+    """A batch the stream scored: its rows and bytes (supervisor's) and its scored nats."""
 
     batch: PackedBatch
     nats: float
 
 
-def _score(
-    worker: WorkerProcess,
-    role: Literal["replay", "recent", "heldout"],
-    batches: list[PackedBatch],
-    config: EvalConfig,
-    spec: JobSpec,
-    deadline: float,
-) -> list[AuditLoss]:
-    """Send each batch in turn and collect the referee's losses (lockstep)."""
-    losses = []
-    for index, batch in enumerate(batches):
+@dataclass(frozen=True)
+class Referee:
+    """The referee worker and the scorer of the audit stage, under one deadline."""
+
+    worker: WorkerProcess
+    scorer: WorkerProcess
+    spec: JobSpec
+    config: EvalConfig
+    limits: Limits
+
+    def nats(self, model: Model, batches: list[PackedBatch], first_index: int) -> list[float]:
+        """Each batch's summed nats under `model`, requests numbered from `first_index`."""
+        totals = []
+        for offset, batch in enumerate(batches):
+            index = first_index + offset
+            rows, cols = batch.rows.shape
+            inputs = withhold_last(batch.rows, self.spec.bos_id)
+            self.worker.send(Predict(index=index, model=model, rows=rows, cols=cols),
+                             inputs.tobytes())  # fmt: skip
+            expect(self.worker, Predicted, index, self.limits, AUDIT_FAILURES,
+                   self.spec.bundle_dir, "audit")  # fmt: skip
+            totals.append(self._score(index, batch))
+        return totals
+
+    def _score(self, index: int, batch: PackedBatch) -> float:
         rows, cols = batch.rows.shape
-        worker.send(
-            AuditBatch(role=role, index=index, rows=rows, cols=cols),
-            batch.rows.tobytes(),
-        )
-        message = worker.receive(config.idle_timeout_s, deadline)
-        if isinstance(message, Failure):
-            raise failure_error(message, AUDIT_FAILURES, spec.bundle_dir, "audit")
-        if not isinstance(message, AuditLoss) or message.role != role or message.index != index:
-            raise ProtocolError(f"expected the referee's loss for {role} batch {index}")
-        if (message.twin_nats is None) != (role == "recent") or (message.trained_nats is None) != (
-            role == "replay"
-        ):
-            raise ProtocolError(f"the referee's loss for {role} batch {index} lacks a figure")
-        losses.append(message)
-    return losses
+        try:
+            self.scorer.send(
+                Score(index=index, source="predictor", rows=rows, cols=cols),
+                np.ascontiguousarray(batch.rows[:, 1:]).tobytes(),
+            )
+            scored = expect(self.scorer, Scored, index, self.limits, {}, self.spec.bundle_dir)
+        except (WorkerTimeout, ProtocolError, PrismError) as exc:
+            self.scorer.kill()
+            raise EvaluatorError(
+                "internal.scorer_failed", f"the scorer failed in the audit: {exc}",
+                evidence=list(self.scorer.output_tail),
+            ) from exc  # fmt: skip
+        assert isinstance(scored, Scored)
+        if not scored.finite or len(scored.row_nats) != rows:
+            raise Failed(
+                "audit.nonfinite_loss",
+                f"the referee's model gave a NaN or infinite loss on audit batch {index}",
+            )
+        return math.fsum(scored.row_nats)
 
 
 def _bpb(nats: list[float], batches: list[PackedBatch]) -> float:
@@ -105,69 +144,83 @@ def check_step0(reported: float, replayed: float, rel_tol: float) -> None:
 
 
 def check_final(online_bpb: float, final_bpb: float, config: EvalConfig, count: int) -> None:
-    """The saved weights must do about as well on the last batches as the stream claimed."""
+    """The saved weights must do about as well on the last batches as the stream scored."""
     allowed = online_bpb * (1 + config.audit_final_rel_tol) + config.audit_final_abs_tol_bpb
     if final_bpb > allowed:
         raise Rejected(
             "audit.capture_mismatch",
             f"the saved model scores {final_bpb:.4f} bpb on the last {count} scored batches, but "
-            f"the stream reported {online_bpb:.4f} bpb for them (at most {allowed:.4f} allowed): "
-            "the reported losses are better than the scored model achieves",
+            f"the scored model did {online_bpb:.4f} bpb on them before training on them (at "
+            f"most {allowed:.4f} allowed): the saved weights are not the model that was scored",
             hint="the model handed to iter_train_batches must be the model you train and save",
         )
 
 
 def run_audit(
     spec: JobSpec,
-    scratch_dir: Path,
+    scratch: Callable[[str], Path],
     config: EvalConfig,
+    scorer: WorkerProcess,
     *,
     first: ScoredBatch,
     recent: list[ScoredBatch],
     heldout: list[PackedBatch],
+    logits_width: int,
     on_ready: OnReady | None = None,
 ) -> AuditFigures:
-    """Run the referee worker and check its figures; raise Rejected/Failed on a breach."""
-    worker, _, _ = start_job(spec, scratch_dir, config, on_ready=on_ready)
+    """Run the referee and check its figures; raise Rejected/Failed on a breach."""
     # One wall-clock budget for the whole referee, not one per role.
     deadline = time.monotonic() + config.probe_timeout_s + config.train_timeout_s
+    limits = Limits(deadline, config.idle_timeout_s, lambda: None)
+    worker = launch_job(spec, scratch(spec.job), config)
     try:
-        replay = _score(worker, "replay", [first.batch], config, spec, deadline)[0]
-        redone = _score(worker, "recent", [s.batch for s in recent], config, spec, deadline)
-        held = _score(worker, "heldout", heldout, config, spec, deadline)
-        worker.send(AuditEnd())
-        if not isinstance(worker.receive(config.idle_timeout_s, deadline), AuditDone):
-            raise ProtocolError("expected audit_done")
+        await_ready(worker, spec, config, on_ready)
+        expect(worker, ModelLayout, 0, limits, AUDIT_FAILURES, spec.bundle_dir, "audit")
+        recent_batches = [s.batch for s in recent]
+        rows = max(b.rows.shape[0] for b in [first.batch, *recent_batches, *heldout])
+        cols = first.batch.rows.shape[1]
+        size = logits_bytes(rows, cols, logits_width, config.capture_dtype)
+        buffers = SharedBuffers({"predictor_logits": size})
+        geometry = {"rows": rows, "cols": cols, "width": logits_width,
+                    "logits_dtype": config.capture_dtype}  # fmt: skip
+        try:
+            scorer.send(ScorerSetup(buffers=["predictor_logits"], weights_bytes=0, **geometry),
+                        fds=tuple(buffers.fds(["predictor_logits"])))  # fmt: skip
+            worker.send(PredictorSetup(tensors=[], weights_bytes=0, **geometry),
+                        fds=tuple(buffers.fds(["predictor_logits"])))  # fmt: skip
+        finally:
+            buffers.close()
+        referee = Referee(worker, scorer, spec, config, limits)
+        (replayed,) = referee.nats("twin", [first.batch], 0)
+        redone = referee.nats("trained", recent_batches, 1)
+        held_twin = referee.nats("twin", heldout, 1 + len(recent))
+        held_trained = referee.nats("trained", heldout, 1 + len(recent) + len(heldout))
     except (WorkerTimeout, ProtocolError) as exc:
+        scorer.kill()
         raise lost_worker_error("audit", worker, exc) from exc
-    except PrismError:
+    except BaseException:
         worker.kill()
+        scorer.kill()
         raise
-    worker.close()
-    assert replay.twin_nats is not None
-    check_step0(first.nats, replay.twin_nats, config.audit_replay_rel_tol)
-    recent_batches = [s.batch for s in recent]
+    worker.kill()
+    scorer.kill()
+    check_step0(first.nats, replayed, config.audit_replay_rel_tol)
     online_bpb = _bpb([s.nats for s in recent], recent_batches)
-    final_bpb = _bpb([loss.trained_nats for loss in redone if loss.trained_nats is not None],
-                     recent_batches)  # fmt: skip
+    final_bpb = _bpb(redone, recent_batches)
     check_final(online_bpb, final_bpb, config, len(recent))
     figures = AuditFigures(
         step0_reported_nats=first.nats,
-        step0_replayed_nats=replay.twin_nats,
+        step0_replayed_nats=replayed,
         recent_batches=len(recent),
         recent_online_bpb=online_bpb,
         recent_final_bpb=final_bpb,
     )
-    if held:
+    if heldout:
         figures = figures.model_copy(
             update={
                 "heldout_bytes": sum(b.bytes for b in heldout),
-                "heldout_twin_bpb": _bpb(
-                    [x.twin_nats for x in held if x.twin_nats is not None], heldout
-                ),
-                "heldout_trained_bpb": _bpb(
-                    [x.trained_nats for x in held if x.trained_nats is not None], heldout
-                ),
+                "heldout_twin_bpb": _bpb(held_twin, heldout),
+                "heldout_trained_bpb": _bpb(held_trained, heldout),
             }
         )
     return figures

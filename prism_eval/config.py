@@ -106,12 +106,48 @@ class EvalConfig(BaseModel):
     idle_timeout_s: float = Field(
         300.0, gt=0, description="Longest a worker may go without a message before it is killed."
     )
-    prefetch_batches: int = Field(4, ge=1, le=64, description="Batches sent ahead of the worker.")
+    prefetch_batches: int = Field(
+        4,
+        ge=1,
+        le=64,
+        description="Batches the supervisor tokenizes ahead (in its own memory: no sandboxed "
+        "process ever gets a batch before its turn).",
+    )
+    stream_block_batches: int = Field(
+        64,
+        ge=1,
+        le=4096,
+        description="Batches per block of the stream layout: a block is batch_size parallel "
+        "segments of stream_block_batches × (seq_len − 1) + 1 tokens (docs/scoring.md).",
+    )
+    capture_dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="Precision of the scored forward (bfloat16: autocast), whatever the miner's "
+        "loop uses; the scorer's log-softmax is float32 either way.",
+    )
+    max_logits_mib: int = Field(
+        4096, ge=1, description="Largest logits array of one batch (batch × seq × width)."
+    )
     spot_check_rate: float = Field(
         0.05,
         ge=0.02,
         le=1.0,
-        description="Share of scored batches that also get a causality check.",
+        description="Share of scored steps whose predictor is asked again with the tokens after "
+        "a secret position changed (an early filter; the prefix audit is the guarantee).",
+    )
+    prefix_audit_rate: float = Field(
+        0.1,
+        ge=0.01,
+        le=1.0,
+        description="Share of scored steps, chosen in secret after their loss is final, whose "
+        "every row is cut after a secret position and scored again by a separate auditor.",
+    )
+    prefix_audit_tolerance_nats: float = Field(
+        1e-4,
+        gt=0,
+        le=0.1,
+        description="Largest difference between a prefix-audited position's nats and the scored "
+        "nats at the same position.",
     )
     curve_points: int = Field(256, ge=2, le=4096, description="Points kept in the record's curve.")
     intake: IntakeLimits = Field(default_factory=IntakeLimits)

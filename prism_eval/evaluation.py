@@ -17,6 +17,7 @@ from prism_eval.errors import Status
 from prism_eval.pipeline import Evaluation, RunRequest
 from prism_eval.record import (
     Inputs,
+    PrefixAudit,
     Reason,
     Record,
     ReviewSummary,
@@ -28,7 +29,7 @@ from prism_eval.record import (
     Subject,
     TokenizerRef,
 )
-from prism_eval.scoring import learning_curve, stream_sha256, total_nats
+from prism_eval.scoring import catch_probabilities, learning_curve, stream_sha256, total_nats
 
 
 def _utc_now() -> str:
@@ -52,9 +53,9 @@ def build_record(
 ) -> Record:
     """Assemble the record from what the stages established (no I/O)."""
     request, config = evaluation.request, evaluation.config
-    bundle, train, probe = evaluation.bundle, evaluation.train, evaluation.probe
+    bundle, train = evaluation.bundle, evaluation.train
     tokenizer = evaluation.tokenizer
-    run = stream = None
+    run = stream = prefix_audit = None
     if train is not None and train.figures:
         figures = train.figures
         run = RunFigures(
@@ -66,11 +67,24 @@ def build_record(
             documents=train.tally.documents,
             empty_documents=train.tally.empty_documents,
             stopped_by=train.tally.stopped_by or "data_exhausted",
-            model_params=probe.params if probe else None,
-            float_buffer_elements=probe.float_buffer_elements if probe else None,
+            model_params=train.model_params,
+            float_buffer_elements=train.float_buffer_elements,
             wall_seconds=round(train.wall_seconds, 3),
             peak_memory_bytes=train.peak_memory_bytes,
-            spot_checks=train.spot_checks,
+            spot_checks=train.checks.spot_checks,
+        )
+        checks = train.checks
+        spread, steps = catch_probabilities(
+            checks.audited_positions, config.prefix_audit_rate, len(figures)
+        )
+        prefix_audit = PrefixAudit(
+            rate=config.prefix_audit_rate,
+            tolerance_nats=config.prefix_audit_tolerance_nats,
+            steps=checks.audited_steps,
+            positions=checks.audited_positions,
+            max_diff_nats=checks.max_diff_nats,
+            catch_spread_1pct=spread,
+            catch_steps_1pct=steps,
         )
         stream = StreamSummary(
             sha256=stream_sha256(figures),
@@ -114,6 +128,7 @@ def build_record(
         isolation=isolation_record(evaluation.isolation, evaluation.host_layers),
         stages=evaluation.stages,
         run=run,
+        prefix_audit=prefix_audit,
         stream=stream,
         score=evaluation.score if status == "scored" else None,
         artifacts=evaluation.artifacts,

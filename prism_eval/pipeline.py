@@ -15,19 +15,20 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prism_eval.attest import prepare_out_dir
 from prism_eval.audit import run_audit
 from prism_eval.bundle import Bundle, load_bundle
 from prism_eval.config import EvalConfig, load_config
 from prism_eval.contract import Contract, check_contract
+from prism_eval.crew import Crew, CrewJobs, launch_crew
 from prism_eval.data import DataManifest, iter_documents, manifest_sha256, verify_data_dir
 from prism_eval.errors import EvaluatorError, Failed, PrismError, Rejected, Status
 from prism_eval.lint import lint_bundle, raise_on_findings
-from prism_eval.probing import ProbeOutcome, run_probe
+from prism_eval.probing import ProbeOutcome, probe_request, run_probe
 from prism_eval.progress import TrainProgress, say
-from prism_eval.protocol import JobSpec, LayerReport, Ready
+from prism_eval.protocol import JobSpec, LayerReport, Ready, Role
 from prism_eval.ranks import RankJob, run_ranks_check
 from prism_eval.record import (
     Artifacts,
@@ -133,6 +134,7 @@ class Evaluation:
         # checked once, before any worker, and recorded beside the worker's own layers.
         self.host_layers: list[LayerReport] = host_checks()
         self.review: VerifiedVerdict | None = None
+        self.crew: Crew | None = None
         self.ranks: RanksCheck | None = None
 
     # ---- stages -------------------------------------------------------------------------
@@ -211,24 +213,32 @@ class Evaluation:
         )
 
     def stage_probe(self) -> str:
-        """Build the model in a probe worker: cap, output shape, finiteness, determinism."""
-        self.probe = run_probe(
-            self._job_spec("probe"), self._scratch("probe"), self.config, self._worker_ready
+        """Build the model in a probe worker: cap, output shape, finiteness, causality,
+        determinism. The train stage's children start now too (crew.py), gated."""
+        jobs = CrewJobs(
+            probe=self._job_spec("probe"),
+            trainer=self._job_spec("trainer"),
+            auditor=self._job_spec("auditor"),
+            scratch=self._scratch,
         )
+        self.crew = launch_crew(jobs, self.config, probe_request(jobs.probe))
+        self.probe = run_probe(self.crew.predictor, jobs.probe, self.config, self._worker_ready)
         return f"{self.probe.params:,} parameters, logits width {self.probe.logits_width:,}"
 
     def stage_train(self) -> str:
-        """The forced-init re-execution of train(ctx) over the scored stream."""
+        """The forced-init re-execution of train(ctx) over the scored stream: trainer,
+        predictor, auditor and scorer (capture.py)."""
         assert self.manifest is not None and self.tokenizer is not None
+        assert self.probe is not None and self.crew is not None
         say(f"training: byte budget {self.config.byte_budget:,}")
         self.train = TrainOutcome()
         run_training(
             self.train,
-            self._job_spec("train"),
-            self._scratch("train"),
+            self.crew,
             self.config,
             documents=iter_documents(self.request.data_dir, self.manifest, "train"),
             tokenizer=self.tokenizer,
+            logits_width=self.probe.logits_width,
             progress=TrainProgress(self.config.byte_budget),
             on_ready=self._worker_ready,
         )
@@ -264,18 +274,22 @@ class Evaluation:
                     seq_len=self.train.seq_len,
                     byte_budget=self.config.heldout_byte_budget,
                     tally=StreamTally(),
+                    block_batches=self.config.stream_block_batches,
                 )
             )
+        assert self.crew is not None
         self.audit = run_audit(
-            self._job_spec("audit"),
-            self._scratch("audit"),
+            self._job_spec("referee"),
+            self._scratch,
             self.config,
+            self.crew.scorer,
             first=self.train.first,
             recent=list(self.train.recent),
             heldout=heldout,
-            on_ready=self._worker_ready,
+            logits_width=self.probe.logits_width,
         )
         figures = self.audit
+        self.crew.kill()
         note = (
             f"step 0 replayed; last {figures.recent_batches} batches "
             f"{figures.recent_final_bpb:.3f} bpb with the saved weights"
@@ -369,7 +383,7 @@ class Evaluation:
 
     def _job_spec(
         self,
-        job: Literal["probe", "train", "audit", "ranks"],
+        job: Role,
         *,
         config: EvalConfig | None = None,
         scratch: Path | None = None,
@@ -378,7 +392,8 @@ class Evaluation:
         assert self.bundle is not None and self.contract is not None
         assert self.tokenizer is not None
         config = config or self.config
-        readable = config.data_access == "readable"
+        # Only loops may read the train split (data_access: readable); a predictor never.
+        readable = config.data_access == "readable" and job in ("trainer", "ranks")
         artifacts = artifacts or self._artifacts_dir()
         scratch = scratch or self._scratch(job)
         readable_data = self.request.data_dir / "train" if readable else None
@@ -402,6 +417,7 @@ class Evaluation:
             seed=config.seed,
             device=config.device,
             threads=config.threads,
+            capture_dtype=config.capture_dtype,
             tokenizer=self.tokenizer.name,
             vocab_size=self.tokenizer.vocab_size,
             bos_id=self.tokenizer.bos_id,
@@ -429,6 +445,13 @@ class Evaluation:
             "ranks": self.stage_ranks,
             "score": self.stage_score,
         }
+        try:
+            return self._run(steps)
+        finally:  # whatever ended the run, no child outlives it
+            if self.crew is not None:
+                self.crew.kill()
+
+    def _run(self, steps: dict[str, Callable[[], str | Skipped]]) -> tuple[Status, Reason]:
         for name, step in steps.items():
             started = time.monotonic()
             try:

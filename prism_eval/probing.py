@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -25,8 +24,8 @@ from prism_eval.protocol import (
     ProbeReport,
     ProtocolError,
 )
-from prism_eval.sandbox.launch import WorkerTimeout
-from prism_eval.sandbox.session import OnReady, failure_error, lost_worker_error, start_job
+from prism_eval.sandbox.launch import WorkerProcess, WorkerTimeout
+from prism_eval.sandbox.session import OnReady, await_ready, failure_error, lost_worker_error
 
 PROBE_BATCH = 2
 PROBE_SEQ = 16
@@ -66,18 +65,32 @@ def causality_positions(seq_len: int, count: int) -> list[int]:
     return sorted(rng.sample(candidates, min(count, len(candidates))))
 
 
-def check_causality(checks: list[CausalityCheck], where: str, rule_id: str) -> None:
-    """Reject when logits before a perturbed position moved beyond float noise."""
+NONCAUSAL_HINT = (
+    "the logits at position t may depend on tokens 0..t of the same row only: mask attention "
+    "causally and never mix information across time steps or rows"
+)
+
+
+def check_causality(checks: list[CausalityCheck], where: str) -> None:
+    """Reject when log-probabilities before a perturbed position (or of a row whose neighbours
+    changed) moved beyond float noise."""
     for check in checks:
-        if check.max_abs_diff > CAUSALITY_TOLERANCE:
+        if check.max_abs_diff <= CAUSALITY_TOLERANCE:
+            continue
+        if check.mode == "other_rows":
             raise Rejected(
-                rule_id,
-                f"{where}: changing the tokens from position {check.position} on moved the "
-                f"log-probabilities before it by {check.max_abs_diff:.3g} nats "
-                f"({check.mode.replace('_', ' ')})",
-                hint="the logits at position t may depend on tokens 0..t only: mask attention "
-                "causally and never mix information across time steps",
+                "probe.mixes_rows",
+                f"{where}: changing the other rows of the batch moved row 0's "
+                f"log-probabilities by {check.max_abs_diff:.3g} nats",
+                hint=NONCAUSAL_HINT,
             )
+        raise Rejected(
+            "probe.noncausal",
+            f"{where}: changing the tokens from position {check.position} on moved the "
+            f"log-probabilities before it by {check.max_abs_diff:.3g} nats "
+            f"({check.mode.replace('_', ' ')})",
+            hint=NONCAUSAL_HINT,
+        )
 
 
 def check_probe_report(report: ProbeReport, spec: JobSpec, seq_len: int) -> tuple[int, int, int]:
@@ -108,7 +121,7 @@ def check_probe_report(report: ProbeReport, spec: JobSpec, seq_len: int) -> tupl
         )
     if not report.logits_finite:
         raise Rejected("probe.nonfinite_logits", "the probe forward produced NaN or inf logits")
-    check_causality(report.causality, "probe", "probe.noncausal")
+    check_causality(report.causality, "probe")
     if not report.deterministic:
         raise Rejected(
             "probe.nondeterministic",
@@ -118,31 +131,36 @@ def check_probe_report(report: ProbeReport, spec: JobSpec, seq_len: int) -> tupl
     return params, buffers, shape[2]
 
 
-def run_probe(
-    spec: JobSpec, scratch_dir: Path, config: EvalConfig, on_ready: OnReady | None = None
-) -> ProbeOutcome:
-    """Run the probe worker and return the checked outcome (raises Rejected or Failed)."""
-    deadline = time.monotonic() + config.probe_timeout_s
-    seq_len = min(PROBE_SEQ, spec.max_seq_len - 1)
+def probe_request(spec: JobSpec) -> tuple[ProbeInput, bytes]:
+    """The probe's input: random tokens from the seed, secret causality positions."""
+    seq_len = probe_seq_len(spec)
     tokens = probe_tokens(spec.seed, spec.vocab_size, seq_len)
     positions = causality_positions(seq_len, CAUSALITY_POSITIONS)
-    probe_input = (
-        ProbeInput(
-            batch_size=PROBE_BATCH, seq_len=seq_len, positions=positions, warm_calls=WARM_CALLS
-        ),
-        tokens.tobytes(),
+    message = ProbeInput(
+        batch_size=PROBE_BATCH, seq_len=seq_len, positions=positions, warm_calls=WARM_CALLS
     )
-    worker, _, _ = start_job(spec, scratch_dir, config, [probe_input], on_ready)
+    return message, tokens.tobytes()
+
+
+def probe_seq_len(spec: JobSpec) -> int:
+    """The probe rows' length."""
+    return min(PROBE_SEQ, spec.max_seq_len - 1)
+
+
+def run_probe(
+    worker: WorkerProcess, spec: JobSpec, config: EvalConfig, on_ready: OnReady | None = None
+) -> ProbeOutcome:
+    """Await the launched probe worker's report and check it (raises Rejected or Failed). The
+    worker lives on as the predictor; the caller kills it when the run ends."""
+    deadline = time.monotonic() + config.probe_timeout_s
+    await_ready(worker, spec, config, on_ready)
     try:
         message = worker.receive(config.idle_timeout_s, deadline)
     except (WorkerTimeout, ProtocolError) as exc:
         raise lost_worker_error("probe", worker, exc) from exc
     if isinstance(message, Failure):
-        worker.kill()
         raise failure_error(message, PROBE_FAILURES, spec.bundle_dir, "probe")
     if not isinstance(message, ProbeReport):
-        worker.kill()
         raise Failed("probe.protocol", f"expected a probe report, got {message.type}")
-    worker.close()
-    params, buffers, width = check_probe_report(message, spec, seq_len)
+    params, buffers, width = check_probe_report(message, spec, probe_seq_len(spec))
     return ProbeOutcome(params, buffers, width)

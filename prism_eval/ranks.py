@@ -7,15 +7,14 @@ the audit, so nothing a rank sees or leaves behind can reach the scored run.
 N sandboxed workers share one private network namespace: rank 0 makes it, and the others join
 it through descriptors the supervisor opens while rank 0 is its live, unreaped child, so
 loopback TCP between ranks never reaches the host. The stream is the start of the scored
-stream, cut into batches of the geometry the ranks ask for; batch i goes to rank i mod N, and
-each rank reports the losses of its own batches. The check passes when every rank reaches the
-end of its shard, all ranks end with byte-identical weights, and only rank 0 wrote to its
-artifacts dir.
+stream, cut into batches of the geometry the ranks ask for; batch i goes to rank i mod N, one
+at a time when the rank asks for it. Nothing is scored here (the score is the train stage's), so
+the ranks commit no weights. The check passes when every rank reaches the end of its shard, all
+ranks end with byte-identical weights, and only rank 0 wrote to its artifacts dir.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import threading
@@ -26,23 +25,22 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from prism_eval.capture import Limits
 from prism_eval.config import EvalConfig
 from prism_eval.data import Document
 from prism_eval.environment import isolation_record
 from prism_eval.errors import EvaluatorError, Failed, PrismError
-from prism_eval.protocol import JobSpec, LayerReport, ProtocolError, StreamOpen
+from prism_eval.protocol import JobSpec, LayerReport, ProtocolError, StreamAccepted, StreamOpen
 from prism_eval.record import RankFigures, RanksCheck
 from prism_eval.sandbox.launch import QuotaExceeded, WorkerProcess, WorkerTimeout
 from prism_eval.sandbox.session import lost_worker_error, start_job
 from prism_eval.scored_run import (
-    Limits,
-    StreamDriver,
     artifacts_watch,
+    await_stream_open,
     check_geometry,
-    drive_stream,
-    open_stream,
+    refusing,
+    serve_batches,
 )
-from prism_eval.scoring import BatchFigures
 from prism_eval.stream import BatchProducer, PackedBatch, StreamTally, pack_batches
 from prism_eval.tokenizers import Tokenizer
 from prism_eval.weights import final_weights_cap, read_final_weights
@@ -98,10 +96,11 @@ class SharedStream:
         documents: Iterable[Document],
         tokenizer: Tokenizer,
         nproc: int,
-        byte_budget: int,
+        config: EvalConfig,
     ) -> None:
         self._spec, self._documents, self._tokenizer = spec, documents, tokenizer
-        self._nproc, self._byte_budget = nproc, byte_budget
+        self._nproc, self._byte_budget = nproc, config.ranks_byte_budget
+        self._block_batches = config.stream_block_batches
         self._lock = threading.Lock()
         self.request: StreamOpen | None = None
         self.shards: list[list[PackedBatch]] = []
@@ -131,6 +130,7 @@ class SharedStream:
             seq_len=request.seq_len,
             byte_budget=2**62,  # shard_batches decides where to stop
             tally=StreamTally(),
+            block_batches=self._block_batches,
         )
         try:
             shards = shard_batches(batches, self._nproc, self._byte_budget)
@@ -210,7 +210,7 @@ class _Ranks:
         for worker in workers:
             worker.kill()
 
-    def run_rank(self, job: RankJob, worker: WorkerProcess) -> list[BatchFigures]:
+    def run_rank(self, job: RankJob, worker: WorkerProcess) -> list[PackedBatch]:
         """Drive one rank through its shard; any error ends the whole check."""
         try:
             return self._drive(job, worker)
@@ -225,29 +225,28 @@ class _Ranks:
             )
         return []
 
-    def _drive(self, job: RankJob, worker: WorkerProcess) -> list[BatchFigures]:
+    def _drive(self, job: RankJob, worker: WorkerProcess) -> list[PackedBatch]:
         spec, config = job.spec, self.config
         watch = artifacts_watch(job.artifacts_dir, config)
         limits = Limits(self.deadline, config.idle_timeout_s, watch)
-        open_stream(worker, spec, limits, self.stream.check)
+        request = await_stream_open(worker, spec, limits)
+        refusing(worker, lambda: self.stream.check(request))
+        worker.send(StreamAccepted(batch_size=request.batch_size, seq_len=request.seq_len))
         shard = self.stream.shards[spec.rank]
         producer = BatchProducer(iter(shard))
-        figures: list[BatchFigures] = []
-        try:  # no spot checks: the scored run did those
-            driver = StreamDriver(worker, producer, config.prefetch_batches, 0.0, spec.vocab_size)
+        served: list[PackedBatch] = []
+        try:
             tally = StreamTally(stopped_by="budget")
             shard_bytes = sum(batch.bytes for batch in shard)
-            drive_stream(
-                worker, spec, driver, tally, limits, lambda _, f: figures.append(f), shard_bytes
-            )
+            serve_batches(worker, spec, limits, producer, tally, shard_bytes, served.append)
             watch()
         finally:
             producer.close()
         worker.close()
-        return figures
+        return served
 
 
-def _start_and_run(ranks: _Ranks, job: RankJob) -> list[BatchFigures]:
+def _start_and_run(ranks: _Ranks, job: RankJob) -> list[PackedBatch]:
     try:
         worker = ranks.start(job)
     except PrismError as exc:
@@ -266,7 +265,7 @@ def run_ranks_check(
     """Run train(ctx) as len(jobs) ranks; raise Failed/EvaluatorError when the check fails."""
     started = time.monotonic()
     nproc = len(jobs)
-    stream = SharedStream(jobs[0].spec, documents, tokenizer, nproc, config.ranks_byte_budget)
+    stream = SharedStream(jobs[0].spec, documents, tokenizer, nproc, config)
     ranks = _Ranks(config, stream, started + config.train_timeout_s)
     try:
         rank0 = ranks.start(jobs[0])
@@ -306,7 +305,7 @@ def _joining(job: RankJob, user_fd: int | None, net_fd: int) -> RankJob:
 
 
 def _verdict(
-    jobs: list[RankJob], ranks: _Ranks, shards: list[list[BatchFigures]], seconds: float
+    jobs: list[RankJob], ranks: _Ranks, shards: list[list[PackedBatch]], seconds: float
 ) -> RanksCheck:
     """Only rank 0 wrote; every rank saved the same weights."""
     for job in jobs[1:]:
@@ -347,12 +346,11 @@ def _verdict(
         ranks=[
             RankFigures(
                 rank=rank,
-                batches=len(figures),
-                tokens=sum(f.tokens for f in figures),
-                bytes=sum(f.bytes for f in figures),
-                nats=math.fsum(f.nats for f in figures),
+                batches=len(served),
+                tokens=sum(b.predicted_tokens for b in served),
+                bytes=sum(b.bytes for b in served),
             )
-            for rank, figures in enumerate(shards)
+            for rank, served in enumerate(shards)
         ],
         final_weights_sha256=digests[0],
         isolation=isolation_record(ranks.rank0_layers, []),

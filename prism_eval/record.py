@@ -19,10 +19,10 @@ from prism_eval.errors import Status
 from prism_eval.scoring import CurvePoint
 from prism_eval.signing import Signature
 
-RECORD_SCHEMA: Final = "prism-eval.record/v1"
+RECORD_SCHEMA: Final = "prism-eval.record/v2"
 PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://prism-eval.dev/record/v1"
+PREDICATE_TYPE = "https://prism-eval.dev/record/v2"
 
 StageStatus = Literal["passed", "rejected", "failed", "error", "skipped"]
 LayerState = Literal["active", "unavailable", "not_requested"]
@@ -134,11 +134,32 @@ class RunFigures(_Model):
     documents: int = Field(description="Documents the scored stream started.")
     empty_documents: int = Field(description="Empty documents skipped (and counted).")
     stopped_by: Literal["budget", "data_exhausted"]
-    model_params: int | None
-    float_buffer_elements: int | None
+    model_params: int | None = Field(description="Parameters of the scored model (committed).")
+    float_buffer_elements: int | None = Field(
+        description="Floating-point buffer elements of the scored model (committed)."
+    )
     wall_seconds: float
-    peak_memory_bytes: int | None = Field(None, description="The train worker's peak (cgroup).")
-    spot_checks: int = Field(0, description="Scored batches that also passed a causality check.")
+    peak_memory_bytes: int | None = Field(None, description="The trainer's peak (cgroup).")
+    spot_checks: int = Field(0, description="Scored steps whose predictor passed a spot check.")
+
+
+class PrefixAudit(_Model):
+    """The prefix audit of the scored run (docs/scoring.md): steps chosen in secret after their
+    loss was final, every row cut after a secret position and scored by a separate auditor."""
+
+    rate: float = Field(description="Share of steps audited (config prefix_audit_rate).")
+    tolerance_nats: float = Field(description="Largest allowed difference at a position.")
+    steps: int = Field(description="Steps audited.")
+    positions: int = Field(description="Positions compared (one per row of an audited step).")
+    max_diff_nats: float = Field(description="Largest difference seen.")
+    catch_spread_1pct: float = Field(
+        description="Chance the audit catches a predictor that leaks at 1 % of positions "
+        "spread over the run: 1 − 0.99^positions."
+    )
+    catch_steps_1pct: float = Field(
+        description="Chance it catches one that leaks in 1 % of the steps (at every row): "
+        "1 − (1 − rate)^(steps scored / 100)."
+    )
 
 
 class StreamSummary(_Model):
@@ -186,13 +207,12 @@ class Artifacts(_Model):
 
 
 class RankFigures(_Model):
-    """One rank's shard of the ranks check, counted by the supervisor (nats as reported)."""
+    """One rank's shard of the ranks check, counted by the supervisor (nothing is scored)."""
 
     rank: int
     batches: int
     tokens: int
     bytes: int
-    nats: float = Field(description="Exactly rounded sum of the rank's batch losses.")
 
 
 class RanksCheck(_Model):
@@ -241,7 +261,7 @@ class Signer(_Model):
 class Record(_Model):
     """The score record (DESIGN §8). Exported as JSON Schema by `prism-eval schema`."""
 
-    schema_: Literal["prism-eval.record/v1"] = Field(RECORD_SCHEMA, alias="schema")
+    schema_: Literal["prism-eval.record/v2"] = Field(RECORD_SCHEMA, alias="schema")
     status: Status
     reason: Reason
     subject: Subject
@@ -251,6 +271,7 @@ class Record(_Model):
     isolation: list[IsolationLayer]
     stages: list[StageResult]
     run: RunFigures | None
+    prefix_audit: PrefixAudit | None = None
     stream: StreamSummary | None
     score: Score | None
     artifacts: Artifacts | None

@@ -14,7 +14,6 @@ import io
 from typing import Any
 
 from prism_eval.record import Record
-from prism_eval.scoring import bits_per_byte
 from prism_eval.verify import Verified
 
 _STYLE = """
@@ -131,9 +130,8 @@ def render_report(verified: Verified) -> str:
             f"{ranks.wall_seconds:.1f} s; every rank saved weights "
             f"<code>{_e(ranks.final_weights_sha256[:16])}…</code>. Not part of the score.</p>"
             + _table(
-                ["rank", "batches", "bytes", "bpb"],
-                [[r.rank, r.batches, r.bytes, f"{bits_per_byte(r.nats, r.bytes):.4f}"]
-                 for r in ranks.ranks],
+                ["rank", "batches", "tokens", "bytes"],
+                [[r.rank, r.batches, r.tokens, r.bytes] for r in ranks.ranks],
             )
         )  # fmt: skip
     parts.append("<h2>Isolation</h2>" + _table(

@@ -1,49 +1,61 @@
-"""Supervisor: the train stage — the forced-init re-execution over the supervisor's stream.
+"""Supervisor: the train stage — the forced-init re-execution of `train(ctx)`, scored step by step.
 
-The miner's `train(ctx)` runs in a fresh worker. Its first `iter_train_batches` call asks
-for a geometry, which is checked here; then batches go out at most `prefetch_batches` ahead
-of the losses coming back. Each loss is matched to the batch it claims to score (index and
-token count must be what was sent); the bytes are the supervisor's own. The byte budget
-ends the stream; the wall clock and an idle limit only ever fail a run. The ranks check
-(ranks.py) drives each of its workers with the same `open_stream` and `drive_stream`.
+Four children: the trainer (`train(ctx)`), the predictor and the auditor (`architecture.py`
+only) and the trusted scorer; capture.py says what each holds when. Here they are started,
+the trainer's stream request is checked (geometry, tokenizer, and that the model it trains is
+the one `build_model(ctx)` builds), the shared buffers are handed out, and the batches are
+served one at a time, each revealed only after its loss is final. The byte budget ends the
+stream; the wall clock and an idle limit only ever fail a run. The ranks check (ranks.py)
+serves its workers with the same `await_stream_open` and `serve_batches`.
 """
 
 from __future__ import annotations
 
 import collections
 import os
-import secrets
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from prism_eval.audit import ScoredBatch
+from prism_eval.capture import AuditTally, Capture, Limits, expect, predictor_failures
 from prism_eval.config import EvalConfig
+from prism_eval.crew import Crew
 from prism_eval.data import Document
 from prism_eval.errors import Failed, PrismError, Rejected
-from prism_eval.probing import check_causality
 from prism_eval.protocol import (
+    FLOATING,
     MAX_BODY_BYTES,
-    Batch,
-    BatchLoss,
-    ChannelClosed,
+    BatchRequest,
+    ChildMessage,
     Failure,
+    Go,
     JobSpec,
-    NonFiniteLoss,
+    ModelLayout,
+    PredictorSetup,
     ProtocolError,
+    Reveal,
+    ScorerSetup,
     StreamAccepted,
     StreamEnd,
     StreamOpen,
     StreamRefused,
+    TensorEntry,
     TrainDone,
-    WorkerMessage,
+    logits_bytes,
+    place_tensors,
 )
 from prism_eval.sandbox.launch import QuotaExceeded, Watch, WorkerProcess, WorkerTimeout
-from prism_eval.sandbox.session import OnReady, failure_error, lost_worker_error, start_job
+from prism_eval.sandbox.session import (
+    OnReady,
+    await_ready,
+    await_scorer,
+    failure_error,
+    lost_worker_error,
+)
 from prism_eval.scoring import BatchFigures
+from prism_eval.shared_memory import SharedBuffers
 from prism_eval.stream import BatchProducer, PackedBatch, StreamTally, pack_batches
 from prism_eval.tokenizers import Tokenizer
 
@@ -52,7 +64,7 @@ TRAIN_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
     "build_model": (Failed, "train.build_failed", "build_model(ctx) raised"),
     "not_a_module": (Failed, "train.not_a_module", "build_model(ctx) must return an nn.Module"),
     "train": (Failed, "train.exception", "train(ctx) raised"),
-    "capture": (Rejected, "train.bad_logits", "the scored model's output cannot be scored"),
+    "commit": (Rejected, "train.uncommittable_model", "the scored model cannot be committed"),
     "save": (Failed, "train.save_failed", "saving the scored model's state_dict raised"),
 }
 
@@ -69,9 +81,11 @@ class TrainOutcome:
     """The scored stream as the supervisor counted it."""
 
     peak_memory_bytes: int | None = None
-    spot_checks: int = 0
+    checks: AuditTally = field(default_factory=AuditTally)
     batch_size: int = 0
     seq_len: int = 0
+    model_params: int = 0
+    float_buffer_elements: int = 0
     figures: list[BatchFigures] = field(default_factory=list)
     tally: StreamTally = field(default_factory=StreamTally)
     wall_seconds: float = 0.0
@@ -111,85 +125,54 @@ def check_geometry(request: StreamOpen, spec: JobSpec) -> None:
         raise Rejected("train.batch_too_large", "batch_size × seq_len is too large to send")
 
 
-class StreamDriver:
-    """Sends batches ahead of the worker and matches each loss to its batch."""
-
-    def __init__(
-        self,
-        worker: WorkerProcess,
-        producer: BatchProducer,
-        prefetch: int,
-        spot_rate: float,
-        vocab_size: int,
-    ) -> None:
-        self.worker = worker
-        self.vocab_size = vocab_size
-        self.producer = producer
-        self.prefetch = prefetch
-        self.spot_rate = spot_rate
-        # The miner must not predict which batches are checked: a fresh secret per run.
-        self.secret = np.random.default_rng(secrets.randbits(128))
-        self.outstanding: collections.deque[tuple[PackedBatch, int | None]] = collections.deque()
-        self.spot_checks = 0
-        self.ended = False
-        self.worker_gone = False
-
-    def fill(self, tally: StreamTally) -> None:
-        """Keep up to `prefetch` batches in flight; send StreamEnd once the stream is done.
-
-        A worker that already finished (its last messages still unread) closes its end: the
-        send fails, sending stops, and what it said is read before deciding anything.
-        """
-        try:
-            while not (self.ended or self.worker_gone) and len(self.outstanding) < self.prefetch:
-                batch = self.producer.next_batch()
-                if batch is None:
-                    self.worker.send(StreamEnd(reason=tally.stopped_by or "data_exhausted"))
-                    self.ended = True
-                    return
-                rows, cols = batch.rows.shape
-                body = batch.rows.tobytes()
-                spot = None
-                if cols >= 3 and self.secret.random() < self.spot_rate:
-                    spot = int(self.secret.integers(1, cols - 1))  # a position of the inputs
-                    source = self.secret.integers(0, self.vocab_size, (rows, cols), np.int32)
-                    body += source.tobytes()
-                message = Batch(index=batch.index, rows=rows, cols=cols, spot_check_position=spot)
-                self.worker.send(message, body)
-                self.outstanding.append((batch, spot))
-        except ChannelClosed:
-            self.worker_gone = True
-
-    def accept(self, loss: BatchLoss) -> tuple[PackedBatch, BatchFigures]:
-        """Match a loss to the oldest batch in flight; refuse anything else."""
-        if not self.outstanding:
-            raise ProtocolError(f"a loss for batch {loss.index}, which was not sent")
-        batch, spot = self.outstanding.popleft()
-        if loss.index != batch.index or loss.tokens != batch.predicted_tokens:
-            raise ProtocolError(
-                f"loss for batch {loss.index} with {loss.tokens} tokens; expected batch "
-                f"{batch.index} with {batch.predicted_tokens} tokens"
-            )
-        if spot is not None:
-            if loss.spot_check is None or loss.spot_check.position != spot:
-                raise ProtocolError(f"batch {batch.index} came back without its spot check")
-            check_causality([loss.spot_check], f"batch {batch.index}", "train.noncausal")
-            self.spot_checks += 1
-        figures = BatchFigures(nats=loss.nats, tokens=batch.predicted_tokens, bytes=batch.bytes)
-        return batch, figures
+def check_logits_size(request: StreamOpen, width: int, config: EvalConfig) -> int:
+    """The bytes of one batch's logits; refuse more than `max_logits_mib`."""
+    size = logits_bytes(request.batch_size, request.seq_len, width, config.capture_dtype)
+    if size > config.max_logits_mib * 2**20:
+        raise Rejected(
+            "train.batch_too_large",
+            f"one batch of {request.batch_size} × {request.seq_len} tokens makes "
+            f"{size / 2**20:,.0f} MiB of logits ({width:,} wide); the limit is "
+            f"{config.max_logits_mib:,} MiB",
+            hint="ask iter_train_batches for fewer rows or shorter rows",
+        )
+    return size
 
 
-@dataclass(frozen=True)
-class Limits:
-    """When a stream worker must be done (monotonic deadline), how long it may stay silent,
-    and the watch called about once a second meanwhile."""
+def check_model(trained: list[TensorEntry], built: list[TensorEntry], max_params: int) -> None:
+    """The model handed to iter_train_batches must have the tensors of the model
+    build_model(ctx) builds (names, kinds, shapes; dtypes may differ), within the cap."""
+    if [(t.name, t.kind, t.shape) for t in trained] != [(t.name, t.kind, t.shape) for t in built]:
+        ours, theirs = {t.name: t for t in trained}, {t.name: t for t in built}
+        differences = {
+            "not built": sorted(set(ours) - set(theirs)),
+            "missing": sorted(set(theirs) - set(ours)),
+            "other shape": [
+                n for n, t in ours.items() if n in theirs and t.shape != theirs[n].shape
+            ],
+        }
+        details = [
+            f"{what}: {', '.join(names[:5])}" for what, names in differences.items() if names
+        ]
+        raise Rejected(
+            "train.model_mismatch",
+            "the model handed to iter_train_batches is not the model build_model(ctx) builds"
+            + (f" ({'; '.join(details)})" if details else " (its tensors are in another order)"),
+            hint="build the scored model with ctx.build_model() or architecture's build_model, "
+            "and hand that model (or its DDP / torch.compile wrapper) to iter_train_batches",
+        )
+    params = sum(t.elements for t in trained if t.kind == "parameter")
+    floats = sum(t.elements for t in trained if t.kind == "buffer" and t.dtype in FLOATING)
+    if params + floats > max_params:
+        raise Rejected(
+            "train.too_many_params",
+            f"the scored model has {params:,} parameters and {floats:,} floating-point buffer "
+            f"elements, {params + floats:,} in all, over the cap of {max_params:,}",
+        )
 
-    deadline: float
-    idle_s: float
-    watch: Watch
 
-
-def _await(worker: WorkerProcess, spec: JobSpec, limits: Limits) -> WorkerMessage:
+def await_trainer(worker: WorkerProcess, spec: JobSpec, limits: Limits) -> ChildMessage:
+    """The trainer's next message; a Failure becomes the supervisor's verdict."""
     message = worker.receive(limits.idle_s, limits.deadline, limits.watch)
     if isinstance(message, Failure):
         error = failure_error(message, TRAIN_FAILURES, spec.bundle_dir, "train")
@@ -197,19 +180,12 @@ def _await(worker: WorkerProcess, spec: JobSpec, limits: Limits) -> WorkerMessag
         if spec.world_size == 1 and any("init_process_group" in f for f in error.evidence):
             error.hint = error.hint or SINGLE_RANK_HINT
         raise error
-    if isinstance(message, NonFiniteLoss):
-        raise Failed(
-            "train.nonfinite_loss",
-            f"the model's loss on batch {message.index} was NaN or infinite before training on it",
-        )
     return message
 
 
-def open_stream(
-    worker: WorkerProcess, spec: JobSpec, limits: Limits, check: Callable[[StreamOpen], None]
-) -> StreamOpen:
-    """Await train(ctx)'s stream request and answer it: accepted, or refused by `check`."""
-    message = _await(worker, spec, limits)
+def await_stream_open(worker: WorkerProcess, spec: JobSpec, limits: Limits) -> StreamOpen:
+    """train(ctx)'s stream request (not yet answered)."""
+    message = await_trainer(worker, spec, limits)
     if isinstance(message, TrainDone):
         raise Failed(
             "train.no_batches",
@@ -218,41 +194,53 @@ def open_stream(
         )
     if not isinstance(message, StreamOpen):
         raise ProtocolError(f"expected stream_open, got {message.type}")
-    try:
-        check(message)
-    except PrismError as refusal:
-        worker.send(StreamRefused(rule_id=refusal.rule_id, message=refusal.message))
-        raise
-    worker.send(StreamAccepted(batch_size=message.batch_size, seq_len=message.seq_len))
     return message
 
 
-def drive_stream(
+def refusing(worker: WorkerProcess, check: Callable[[], None]) -> None:
+    """Run `check`; if it refuses, tell the trainer why before raising."""
+    try:
+        check()
+    except PrismError as refusal:
+        worker.send(StreamRefused(rule_id=refusal.rule_id, message=refusal.message))
+        raise
+
+
+def serve_batches(
     worker: WorkerProcess,
     spec: JobSpec,
-    driver: StreamDriver,
-    tally: StreamTally,
     limits: Limits,
-    on_loss: Callable[[PackedBatch, BatchFigures], None],
+    producer: BatchProducer,
+    tally: StreamTally,
     budget_bytes: int,
+    before_reveal: Callable[[PackedBatch], None],
+    after_reveal: Callable[[PackedBatch], None] = lambda batch: None,
 ) -> None:
-    """Feed batches and take their losses until train(ctx) returns; it must reach the end."""
-    batches = scored_bytes = 0
+    """Answer each batch request — `before_reveal`, then the batch — until train(ctx) returns;
+    it must reach the end of the stream."""
+    served = scored_bytes = 0
+    ended = False
     while True:
-        driver.fill(tally)
-        message = _await(worker, spec, limits)
+        message = await_trainer(worker, spec, limits)
         if isinstance(message, TrainDone):
             break
-        if not isinstance(message, BatchLoss):
+        if not isinstance(message, BatchRequest) or message.index != served or ended:
             raise ProtocolError(f"unexpected {message.type} during the stream")
-        batch, figures = driver.accept(message)
-        batches += 1
-        scored_bytes += figures.bytes
-        on_loss(batch, figures)
-    if not driver.ended or driver.outstanding:
+        batch = producer.next_batch()
+        if batch is None:
+            worker.send(StreamEnd(reason=tally.stopped_by or "data_exhausted"))
+            ended = True
+            continue
+        before_reveal(batch)
+        rows, cols = batch.rows.shape
+        worker.send(Reveal(index=batch.index, rows=rows, cols=cols), batch.rows.tobytes())
+        after_reveal(batch)
+        served += 1
+        scored_bytes += batch.bytes
+    if not ended:
         raise Failed(
             "train.stream_incomplete",
-            f"train(ctx) stopped after {batches} batches "
+            f"train(ctx) stopped after {served} batches "
             f"({scored_bytes:,} of the {budget_bytes:,}-byte budget)",
             hint="iterate ctx.iter_train_batches until it ends: the byte budget is the "
             "run's length",
@@ -284,30 +272,101 @@ def artifacts_watch(artifacts_dir: Path, config: EvalConfig) -> Watch:
     return check_artifacts
 
 
+def _wake_crew(crew: Crew, config: EvalConfig, on_ready: OnReady | None) -> None:
+    """Wait for the trainer, the auditor and the scorer to be set up, then let the gated
+    workers load the bundle."""
+    jobs = crew.jobs
+    await_ready(crew.trainer, jobs.trainer, config, on_ready)
+    await_ready(crew.auditor, jobs.auditor, config)
+    await_scorer(crew.scorer)
+    for worker in (crew.trainer, crew.auditor):
+        worker.send(Go())
+
+
+def _built_layout(worker: WorkerProcess, spec: JobSpec, limits: Limits) -> list[TensorEntry]:
+    message = expect(worker, ModelLayout, 0, limits, predictor_failures(spec.job), spec.bundle_dir)
+    assert isinstance(message, ModelLayout)
+    return message.tensors
+
+
+def _hand_out_buffers(crew: Crew, request: StreamOpen, width: int, config: EvalConfig) -> None:
+    """Size, seal and hand out the shared buffers; accept the stream."""
+    placed, weights = place_tensors(request.tensors)
+    logits = logits_bytes(request.batch_size, request.seq_len, width, config.capture_dtype)
+    names = ["commit", "predictor_weights", "auditor_weights", "predictor_logits",
+             "auditor_logits"]  # fmt: skip
+    buffers = SharedBuffers(dict(zip(names, [weights] * 3 + [logits] * 2, strict=True)))
+    geometry = {"rows": request.batch_size, "cols": request.seq_len, "width": width,
+                "logits_dtype": config.capture_dtype}  # fmt: skip
+    try:
+        crew.scorer.send(
+            ScorerSetup(buffers=names, weights_bytes=weights, **geometry),
+            fds=tuple(buffers.fds(names)),
+        )
+        for child, role in ((crew.predictor, "predictor"), (crew.auditor, "auditor")):
+            child.send(
+                PredictorSetup(tensors=placed, weights_bytes=weights, **geometry),
+                fds=tuple(buffers.fds([f"{role}_weights", f"{role}_logits"])),
+            )
+        crew.trainer.send(
+            StreamAccepted(
+                batch_size=request.batch_size,
+                seq_len=request.seq_len,
+                tensors=placed,
+                commit_bytes=weights,
+            ),
+            fds=tuple(buffers.fds(["commit"])),
+        )
+    finally:
+        buffers.close()
+
+
 def run_training(
     outcome: TrainOutcome,
-    spec: JobSpec,
-    scratch_dir: Path,
+    crew: Crew,
     config: EvalConfig,
     *,
     documents: Iterable[Document],
     tokenizer: Tokenizer,
+    logits_width: int,
     progress: Progress,
     on_ready: OnReady | None = None,
 ) -> None:
-    """Run the train worker over the scored stream, filling `outcome` as it goes.
+    """Run the scored stream, filling `outcome` as it goes.
 
-    Raises Rejected/Failed on any breach; `outcome` then still holds the batches scored so
-    far, for the record.
+    Raises Rejected/Failed/EvaluatorError on any breach; `outcome` then still holds the batches
+    scored so far, for the record.
     """
     started = time.monotonic()
+    jobs = crew.jobs
+    spec = jobs.trainer
     watch = artifacts_watch(Path(spec.artifacts_dir), config)
     limits = Limits(started + config.train_timeout_s, config.idle_timeout_s, watch)
-    worker, _, _ = start_job(spec, scratch_dir, config, on_ready=on_ready)
     producer: BatchProducer | None = None
+    current = crew.trainer
     try:
-        request = open_stream(worker, spec, limits, lambda request: check_geometry(request, spec))
+        _wake_crew(crew, config, on_ready)
+        current = crew.predictor
+        built = _built_layout(crew.predictor, jobs.probe, limits)
+        current = crew.auditor
+        if _built_layout(crew.auditor, jobs.auditor, limits) != built:
+            raise Failed("train.protocol", "the auditor built another model than the predictor")
+        current = crew.trainer
+        request = await_stream_open(crew.trainer, spec, limits)
+
+        def check_request() -> None:
+            check_geometry(request, spec)
+            check_logits_size(request, logits_width, config)
+            check_model(request.tensors, built, spec.max_params)
+
+        refusing(crew.trainer, check_request)
         outcome.batch_size, outcome.seq_len = request.batch_size, request.seq_len
+        params = [t for t in request.tensors if t.kind == "parameter"]
+        outcome.model_params = sum(t.elements for t in params)
+        outcome.float_buffer_elements = sum(
+            t.elements for t in request.tensors if t.kind == "buffer" and t.dtype in FLOATING
+        )
+        _hand_out_buffers(crew, request, logits_width, config)
         batches = pack_batches(
             documents,
             tokenizer,
@@ -315,32 +374,40 @@ def run_training(
             seq_len=request.seq_len,
             byte_budget=spec.byte_budget,
             tally=outcome.tally,
+            block_batches=config.stream_block_batches,
         )
-        producer = BatchProducer(batches)
-        driver = StreamDriver(
-            worker, producer, config.prefetch_batches, config.spot_check_rate, spec.vocab_size
-        )
+        producer = BatchProducer(batches, depth=config.prefetch_batches)
+        capture = Capture(crew, config, limits, spec)
+        outcome.checks = capture.tally
         scored_bytes, running_nats = 0, 0.0
 
-        def on_loss(batch: PackedBatch, figures: BatchFigures) -> None:
+        def score(batch: PackedBatch) -> None:
             nonlocal scored_bytes, running_nats
+            figures = capture.score(batch)
+            capture.prefix_audit(batch)  # before the trainer gets the batch: it cannot help
             outcome.keep_for_audit(ScoredBatch(batch, figures.nats), config.audit_recent_batches)
             outcome.figures.append(figures)
-            outcome.spot_checks = driver.spot_checks
             scored_bytes += figures.bytes
             running_nats += figures.nats
             progress(scored_bytes, running_nats, time.monotonic() - started)
 
-        drive_stream(worker, spec, driver, outcome.tally, limits, on_loss, spec.byte_budget)
+        serve_batches(
+            crew.trainer, spec, limits, producer, outcome.tally, spec.byte_budget, score,
+            capture.spot_check,
+        )  # fmt: skip
         watch()  # what train(ctx) left behind counts too
     except (WorkerTimeout, ProtocolError, QuotaExceeded) as exc:
-        raise lost_worker_error("train", worker, exc) from exc
-    except PrismError:
-        worker.kill()
+        error = lost_worker_error("train", current, exc)
+        crew.kill()
+        raise error from exc
+    except BaseException:
+        crew.kill()
         raise
     finally:
         if producer is not None:
             producer.close()
         outcome.wall_seconds = time.monotonic() - started
-    worker.close()
-    outcome.peak_memory_bytes = worker.peak_memory_bytes
+    crew.trainer.close()
+    for child in (crew.predictor, crew.auditor):  # the scorer serves the audit stage too
+        child.kill()
+    outcome.peak_memory_bytes = crew.trainer.peak_memory_bytes

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field
 
-SCORING_VERSION = "1"
+SCORING_VERSION = "2"  # 2: the blocked parallel-stream layout (docs/scoring.md)
 
 
 class BatchFigures(BaseModel):
@@ -102,6 +102,12 @@ def rank_score(
     for factor in multipliers.values():
         score *= factor
     return score, multipliers
+
+
+def catch_probabilities(positions: int, rate: float, steps: int) -> tuple[float, float]:
+    """The prefix audit's chance of catching a leak (docs/scoring.md §4): at 1 % of positions
+    spread over the run, 1 − 0.99^positions; in 1 % of the steps, 1 − (1 − rate)^(steps/100)."""
+    return 1.0 - 0.99**positions, 1.0 - (1.0 - rate) ** (steps / 100)
 
 
 def total_nats(figures: Sequence[BatchFigures]) -> float:

@@ -1,10 +1,21 @@
-"""Supervisor: the scored stream — packing documents into overlapping rows, batches, budgets.
+"""Supervisor: the scored stream — documents packed into B parallel streams, in blocks.
 
-DESIGN §5: each document is `BOS + tokens(document)`; documents are concatenated; rows of
-`seq_len` tokens overlap by one token, so every stream token after the first is predicted
-exactly once (row r predicts its positions 1..seq_len-1). Every predicted token carries the
-exact UTF-8 bytes it stands for (BOS carries 0). Batches are cut until the byte budget is
-spent; a `BatchProducer` does this in a thread, ahead of the worker.
+DESIGN §5. Each document is `BOS + tokens(document)`; documents are concatenated. The stream is
+cut into **blocks**; a block of D batches (`block_batches`) is `batch_size` consecutive
+**segments** of `D·(T-1) + 1` tokens each. Row r of batch k is tokens `k·(T-1) .. k·(T-1)+T-1` of
+segment r, so row r of batch k+1 continues row r of batch k and they share one token, which
+batch k already scored. Why this layout:
+
+- A batch's inputs hold none of its own targets: its rows come from different segments, so a
+  model that mixes across the batch dimension reads nothing it is asked to predict.
+- No input is a later batch's target: a segment's first token is context only (never
+  predicted), and a row's shared token was a target of the batch before.
+- Only one block is tokenized at a time, never the whole budget.
+
+Every token but the segment starts is predicted exactly once; each predicted token carries the
+UTF-8 bytes it stands for (BOS carries 0). Batches are cut until the byte budget is spent; a
+`BatchProducer` runs this in a thread of the supervisor (batches are never sent ahead to a
+sandboxed process).
 """
 
 from __future__ import annotations
@@ -28,7 +39,7 @@ class PackedBatch:
     index: int
     rows: np.ndarray  # (batch, seq_len) int32
     predicted_tokens: int  # batch * (seq_len - 1)
-    bytes: int  # UTF-8 bytes of the predicted tokens
+    bytes: int  # UTF-8 bytes of the predicted tokens (positions 1.. of every row)
 
 
 @dataclass
@@ -56,11 +67,33 @@ def _tokenized(
         )
 
 
-def _cut_rows(flat: np.ndarray, rows: int, seq_len: int) -> np.ndarray:
-    """Rows of seq_len starting every seq_len-1 tokens: (rows, seq_len), contiguous."""
-    need = rows * (seq_len - 1) + 1
-    windows = np.lib.stride_tricks.sliding_window_view(flat[:need], seq_len)
-    return np.ascontiguousarray(windows[:: seq_len - 1])
+def block_tokens(batch_size: int, seq_len: int, batches: int) -> int:
+    """Tokens one block of `batches` batches takes from the stream."""
+    return batch_size * (batches * (seq_len - 1) + 1)
+
+
+def cut_block(
+    ids: np.ndarray, counts: np.ndarray, batch_size: int, seq_len: int, batches: int
+) -> Iterator[tuple[np.ndarray, int]]:
+    """Yield (rows, bytes) for each batch of one block made of the first
+    `block_tokens(batch_size, seq_len, batches)` tokens of `ids` (counts: their UTF-8 bytes)."""
+    length = batches * (seq_len - 1) + 1
+    used = batch_size * length
+    segments = ids[:used].reshape(batch_size, length)  # (batch, segment)
+    segment_bytes = counts[:used].reshape(batch_size, length)
+    for k in range(batches):
+        start = k * (seq_len - 1)
+        rows = np.ascontiguousarray(segments[:, start : start + seq_len])  # (batch, seq_len)
+        yield rows, int(segment_bytes[:, start + 1 : start + seq_len].sum())
+
+
+def _last_cut(remaining: int, batch_size: int, seq_len: int) -> tuple[int, int]:
+    """(rows, batches) of the block that fits the stream's tail: fewer batches of full width,
+    else one batch of fewer rows (each its own segment), else nothing."""
+    batches = (remaining // batch_size - 1) // (seq_len - 1)
+    if batches >= 1:
+        return batch_size, batches
+    return min(batch_size, remaining // seq_len), 1
 
 
 def pack_batches(
@@ -71,53 +104,46 @@ def pack_batches(
     seq_len: int,
     byte_budget: int,
     tally: StreamTally,
+    block_batches: int = 64,
 ) -> Generator[PackedBatch, None, None]:
     """Cut the document stream into batches of `batch_size` rows until `byte_budget` is spent.
 
-    Position 0 of each batch is the last token of the previous batch (already predicted
-    there), so bytes are summed from position 1: nothing is counted twice. When the data runs
-    out first, a last batch of fewer full rows is cut and the tail too short for a row is
-    dropped.
+    Blocks of `block_batches` batches are cut as soon as the tokenized documents cover one; when
+    the data runs out, the tail becomes a last, shorter block (or one batch of fewer rows) and
+    what is left is dropped.
     """
-    if seq_len < 2 or batch_size < 1:
-        raise ValueError("seq_len must be >= 2 and batch_size >= 1")
-    need = batch_size * (seq_len - 1) + 1
-    token_chunks: list[np.ndarray] = []
+    if seq_len < 2 or batch_size < 1 or block_batches < 1:
+        raise ValueError("seq_len must be >= 2, batch_size and block_batches >= 1")
+    need = block_tokens(batch_size, seq_len, block_batches)
+    id_chunks: list[np.ndarray] = []
     byte_chunks: list[np.ndarray] = []
-    pending = 0
-    spent = 0
-    index = 0
-    for ids, counts in _tokenized(documents, tokenizer, tally):
-        token_chunks.append(ids)
-        byte_chunks.append(counts)
-        pending += len(ids)
-        if pending < need:
-            continue
-        flat_ids = np.concatenate(token_chunks)
-        flat_bytes = np.concatenate(byte_chunks)
-        start = 0
-        while len(flat_ids) - start >= need:
-            batch_bytes = int(flat_bytes[start + 1 : start + need].sum())
-            rows = _cut_rows(flat_ids[start:], batch_size, seq_len)
-            yield PackedBatch(index, rows, batch_size * (seq_len - 1), batch_bytes)
+    pending = spent = index = 0
+
+    def emit(rows: int, batches: int) -> Iterator[PackedBatch]:
+        nonlocal id_chunks, byte_chunks, pending, spent, index
+        flat_ids, flat_bytes = np.concatenate(id_chunks), np.concatenate(byte_chunks)
+        used = block_tokens(rows, seq_len, batches)
+        id_chunks, byte_chunks, pending = [flat_ids[used:]], [flat_bytes[used:]], pending - used
+        for block_rows, block_bytes in cut_block(flat_ids, flat_bytes, rows, seq_len, batches):
+            yield PackedBatch(index, block_rows, rows * (seq_len - 1), block_bytes)
             index += 1
-            spent += batch_bytes
-            start += need - 1
+            spent += block_bytes
             if spent >= byte_budget:
                 tally.stopped_by = "budget"
                 return
-        token_chunks, byte_chunks = [flat_ids[start:]], [flat_bytes[start:]]
-        pending = len(flat_ids) - start
+
+    for ids, counts in _tokenized(documents, tokenizer, tally):
+        id_chunks.append(ids)
+        byte_chunks.append(counts)
+        pending += len(ids)
+        while pending >= need:
+            yield from emit(batch_size, block_batches)
+            if tally.stopped_by == "budget":
+                return
     tally.stopped_by = "data_exhausted"
-    if pending > 1 and token_chunks:
-        flat_ids = np.concatenate(token_chunks)
-        flat_bytes = np.concatenate(byte_chunks)
-        full_rows = (len(flat_ids) - 1) // (seq_len - 1)
-        if full_rows >= 1:
-            used = full_rows * (seq_len - 1) + 1
-            batch_bytes = int(flat_bytes[1:used].sum())
-            rows = _cut_rows(flat_ids, full_rows, seq_len)
-            yield PackedBatch(index, rows, used - 1, batch_bytes)
+    rows, batches = _last_cut(pending, batch_size, seq_len)
+    if rows >= 1:
+        yield from emit(rows, batches)
 
 
 _DONE = object()

@@ -1,8 +1,9 @@
-"""Supervisor: start a worker process and talk to it under deadlines.
+"""Supervisor: start a child process and talk to it under deadlines.
 
-The worker gets a scrubbed environment (an explicit allow-list), its own process group (so
-the watchdog can kill everything it started), one inherited socket for the framed protocol,
-and stdout/stderr on a pipe that is forwarded to our stderr with a cap, never to stdout.
+A child is a sandboxed worker (`prism_eval.worker`) or the trusted scorer (`prism_eval.scorer`).
+It gets a scrubbed environment (an explicit allow-list), its own process group (so the watchdog
+can kill everything it started), one inherited socket for the framed protocol, and
+stdout/stderr on a pipe that is forwarded to our stderr with a cap, never to stdout.
 """
 
 from __future__ import annotations
@@ -24,12 +25,12 @@ from typing import IO, Literal
 from pydantic import BaseModel
 
 from prism_eval.protocol import (
-    MAX_WORKER_HEADER_BYTES,
+    MAX_CHILD_HEADER_BYTES,
     ChannelClosed,
+    ChildMessage,
     ProtocolError,
-    WorkerMessage,
     encode_frame,
-    parse_worker_message,
+    parse_child_message,
     read_frame,
 )
 from prism_eval.sandbox.cgroup import WorkerCgroup
@@ -83,6 +84,7 @@ def worker_environment(scratch_dir: Path, threads: int) -> dict[str, str]:
     # Fixed thread counts: MKL and OpenMP may otherwise use fewer threads on a busy host, which
     # splits float sums differently and breaks bit-for-bit reproduction.
     env["OMP_DYNAMIC"] = "FALSE"
+    env["GOMP_SPINCOUNT"] = "20000"
     env["MKL_DYNAMIC"] = "FALSE"
     if threads > 0:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
@@ -93,7 +95,7 @@ def worker_environment(scratch_dir: Path, threads: int) -> dict[str, str]:
 
 
 class WorkerProcess:
-    """A running worker: send frames, receive validated messages, kill its process group."""
+    """A running child: send frames, receive validated messages, kill its process group."""
 
     def __init__(
         self,
@@ -102,6 +104,7 @@ class WorkerProcess:
         threads: int,
         cgroup: WorkerCgroup | None = None,
         inherit_fds: tuple[int, ...] = (),
+        module: str = "prism_eval.worker",
     ) -> None:
         self.name = name
         self.cgroup = cgroup
@@ -115,7 +118,7 @@ class WorkerProcess:
         self._sock = parent
         self.output_tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
         self._process = subprocess.Popen(
-            [sys.executable, "-s", "-P", "-m", "prism_eval.worker", "--fd", str(child.fileno())],
+            [sys.executable, "-s", "-P", "-m", module, "--fd", str(child.fileno())],
             pass_fds=(child.fileno(), *inherit_fds),
             env=worker_environment(scratch_dir, threads),
             cwd=scratch_dir,
@@ -146,17 +149,26 @@ class WorkerProcess:
                 if forwarded >= FORWARD_OUTPUT_CAP_BYTES:
                     sys.stderr.write(f"[{self.name}] … further output not shown\n")
 
-    def send(self, message: BaseModel, body: bytes = b"", timeout_s: float = 30.0) -> None:
-        """Send one frame; a worker that stops reading cannot block us past `timeout_s`."""
+    def send(
+        self,
+        message: BaseModel,
+        body: bytes = b"",
+        timeout_s: float = 30.0,
+        fds: tuple[int, ...] = (),
+    ) -> None:
+        """Send one frame, with descriptors attached to its first byte when `fds` is given; a
+        worker that stops reading cannot block us past `timeout_s`."""
         self._sock.settimeout(timeout_s)
+        frame = encode_frame(message, body)
         try:
-            self._sock.sendall(encode_frame(message, body))
+            sent = socket.send_fds(self._sock, [frame], list(fds)) if fds else 0
+            self._sock.sendall(frame[sent:])
         except TimeoutError as exc:
             raise WorkerTimeout(f"{self.name} stopped reading its channel", "stalled") from exc
         except OSError as exc:
             raise ChannelClosed(f"{self.name} closed its channel: {exc}") from exc
 
-    def receive(self, idle_s: float, deadline: float, watch: Watch | None = None) -> WorkerMessage:
+    def receive(self, idle_s: float, deadline: float, watch: Watch | None = None) -> ChildMessage:
         """Receive and validate one message: within `idle_s` seconds and before `deadline`
         (time.monotonic), calling `watch` about once a second meanwhile."""
         started = time.monotonic()
@@ -175,12 +187,12 @@ class WorkerProcess:
         # The frame has started: give the rest of it a short, fixed allowance.
         self._sock.settimeout(10.0)
         try:
-            header, body = read_frame(self._sock, MAX_WORKER_HEADER_BYTES, 0)
+            header, body = read_frame(self._sock, MAX_CHILD_HEADER_BYTES, 0)
         except TimeoutError as exc:
             raise WorkerTimeout(f"{self.name} stalled mid-frame", "stalled") from exc
         except ConnectionError as exc:
             raise ChannelClosed(f"{self.name} closed its channel: {exc}") from exc
-        return parse_worker_message(header, body)
+        return parse_child_message(header, body)
 
     def exit_description(self, wait_s: float = 2.0) -> str:
         """How the worker ended, for messages: exit code or signal."""

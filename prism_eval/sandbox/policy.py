@@ -1,9 +1,11 @@
-"""Supervisor: what a worker may touch — the SandboxSpec for one job, from the config.
+"""Supervisor: what a worker may touch — the SandboxSpec for one role, from the config.
 
 Landlock grants are as narrow as the runtime allows: the interpreter, its libraries and this
-package read-only; the bundle read-only; scratch (and, for `train` and `ranks`, the artifacts dir)
-read-write. The data, held-out and key paths must lie outside every grant: if one does not,
-the run stops with an error rather than expose it.
+package read-only; the bundle read-only; scratch read-write. Beyond that, per role: the trainer
+and the ranks write their artifacts dir (and read the train split under `data_access:
+readable`); the referee reads the saved weights; the predictor and the auditor get nothing
+more. The data, held-out and key paths must lie outside every grant: if one does not, the run
+stops with an error rather than expose it.
 """
 
 from __future__ import annotations
@@ -16,12 +18,11 @@ import sys
 import sysconfig
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Literal
 
 import prism_eval
 from prism_eval.config import EvalConfig
 from prism_eval.errors import EvaluatorError
-from prism_eval.protocol import SandboxSpec
+from prism_eval.protocol import Role, SandboxSpec
 
 SYSTEM_READ_PATHS = (
     "/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime",
@@ -75,7 +76,7 @@ def check_not_exposed(protected: Iterable[Path], granted: Iterable[str]) -> None
 
 
 def sandbox_spec(
-    job: Literal["probe", "train", "audit", "ranks", "selftest"],
+    job: Role,
     config: EvalConfig,
     *,
     bundle_dir: Path,
@@ -87,19 +88,20 @@ def sandbox_spec(
     """The isolation a worker for `job` applies to itself."""
     runtime = runtime_read_paths()
     read_paths = [*runtime, *SYSTEM_READ_PATHS, str(bundle_dir)]
-    if job == "audit":  # the referee reads the saved weights, never writes there
+    if job == "referee":  # it reads the saved weights, never writes there
         read_paths.append(str(artifacts_dir))
     if readable_data_dir is not None:
         read_paths.append(str(readable_data_dir))
     write_paths = [str(scratch_dir), SHARED_MEMORY]
-    trains = job in ("train", "ranks")
+    trains = job in ("trainer", "ranks")
     if trains:
         write_paths.append(str(artifacts_dir))
     devices = list(DEVICE_PATHS)
     if config.device == "cuda":
         devices += [p for pattern in CUDA_DEVICE_GLOBS for p in glob.glob(pattern)]
     check_not_exposed(protected, read_paths + write_paths)
-    timeout_s = config.train_timeout_s if trains else config.probe_timeout_s
+    # Predictor roles live as long as the train stage (or the audit after it).
+    timeout_s = config.probe_timeout_s if job == "probe" else config.train_timeout_s
     rlimits = {
         "nofile": config.open_files_limit,
         "core": 0,

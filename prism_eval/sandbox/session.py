@@ -18,7 +18,15 @@ from pydantic import BaseModel
 
 from prism_eval.config import EvalConfig
 from prism_eval.errors import EvaluatorError, Failed, PrismError
-from prism_eval.protocol import ChannelClosed, Failure, JobSpec, LayerReport, ProtocolError, Ready
+from prism_eval.protocol import (
+    ChannelClosed,
+    Failure,
+    JobSpec,
+    LayerReport,
+    ProtocolError,
+    Ready,
+    ScorerJob,
+)
 from prism_eval.sandbox.cgroup import WorkerCgroup
 from prism_eval.sandbox.launch import QuotaExceeded, WorkerProcess, WorkerTimeout
 
@@ -41,18 +49,16 @@ SUPERVISOR_LAYERS = (
 )
 
 
-def start_job(
+def launch_job(
     spec: JobSpec,
     scratch_dir: Path,
     config: EvalConfig,
     inputs: Sequence[tuple[BaseModel, bytes]] = (),
-    on_ready: OnReady | None = None,
-) -> tuple[WorkerProcess, Ready, list[LayerReport]]:
-    """Start a sandboxed worker for `spec`, send it `inputs` too, and wait until it is set up.
+) -> WorkerProcess:
+    """Start a sandboxed worker for `spec` and send it the job and `inputs`; do not wait.
 
     Inputs go out with the job, while the worker is still importing torch and before any
-    miner code runs, so a worker that later dies cannot make these sends fail. Returns the
-    worker, its Ready message and every isolation layer's state (supervisor and worker side).
+    miner code runs, so a worker that later dies cannot make these sends fail.
     """
     memory_bytes = config.memory_limit_mib * 2**20
     name = f"rank {spec.rank}" if spec.job == "ranks" else spec.job
@@ -67,19 +73,36 @@ def start_job(
         worker.send(spec)
         for message, body in inputs:
             worker.send(message, body)
+    except (WorkerTimeout, ProtocolError) as exc:
+        raise _not_started(worker, spec.job, exc) from exc
+    return worker
+
+
+def _not_started(worker: WorkerProcess, job: str, exc: Exception) -> Failed:
+    description = worker.exit_description(wait_s=0.5)
+    worker.kill()
+    return Failed(
+        f"{job}.worker_start",
+        f"the {job} worker did not start ({exc}; {description})",
+        evidence=list(worker.output_tail),
+    )
+
+
+def await_ready(
+    worker: WorkerProcess, spec: JobSpec, config: EvalConfig, on_ready: OnReady | None = None
+) -> tuple[Ready, list[LayerReport]]:
+    """Wait until a launched worker is set up; return its Ready message and every isolation
+    layer's state (supervisor and worker side). A required layer that did not hold ends the
+    run as `error`."""
+    try:
         message = worker.receive(READY_TIMEOUT_S, time.monotonic() + READY_TIMEOUT_S)
     except (WorkerTimeout, ProtocolError) as exc:
-        description = worker.exit_description(wait_s=0.5)
-        worker.kill()
-        raise Failed(
-            f"{spec.job}.worker_start",
-            f"the {spec.job} worker did not start ({exc}; {description})",
-            evidence=list(worker.output_tail),
-        ) from exc
+        raise _not_started(worker, spec.job, exc) from exc
     if not isinstance(message, Ready):
         worker.kill()
         raise Failed(f"{spec.job}.protocol", f"expected ready, got {message.type}")
-    layers = [*SUPERVISOR_LAYERS, *cgroup.reports, *message.isolation]
+    assert worker.cgroup is not None
+    layers = [*SUPERVISOR_LAYERS, *worker.cgroup.reports, *message.isolation]
     if on_ready is not None:  # the record shows the layers even when a required one is missing
         on_ready(message, layers)
     required = set(config.isolation_required)
@@ -92,7 +115,56 @@ def start_job(
             + "; ".join(f"{layer.name} ({layer.detail or layer.state})" for layer in missing),
             hint="run on a host that provides them, or change isolation_required in the config",
         )
+    return message, layers
+
+
+def start_job(
+    spec: JobSpec,
+    scratch_dir: Path,
+    config: EvalConfig,
+    inputs: Sequence[tuple[BaseModel, bytes]] = (),
+    on_ready: OnReady | None = None,
+) -> tuple[WorkerProcess, Ready, list[LayerReport]]:
+    """`launch_job` then `await_ready`: a sandboxed worker, set up and about to run its job."""
+    worker = launch_job(spec, scratch_dir, config, inputs)
+    message, layers = await_ready(worker, spec, config, on_ready)
     return worker, message, layers
+
+
+def launch_scorer(scratch_dir: Path, config: EvalConfig) -> WorkerProcess:
+    """Start the trusted scorer (no sandbox: it runs no miner code); do not wait. It gets a
+    cgroup of its own, so its memory is capped and counted apart from the workers'."""
+    memory_bytes = config.memory_limit_mib * 2**20
+    cgroup = WorkerCgroup(f"scorer-{time.monotonic_ns()}", memory_bytes, config.pids_limit)
+    scorer = WorkerProcess(
+        "scorer", scratch_dir, config.threads, cgroup, module="prism_eval.scorer"
+    )
+    try:
+        scorer.send(ScorerJob(device=config.device, threads=config.threads))
+    except (WorkerTimeout, ProtocolError) as exc:
+        raise _scorer_did_not_start(scorer, exc) from exc
+    return scorer
+
+
+def _scorer_did_not_start(scorer: WorkerProcess, exc: Exception) -> EvaluatorError:
+    description = scorer.exit_description(wait_s=0.5)
+    scorer.kill()
+    return EvaluatorError(
+        "internal.scorer_failed",
+        f"the scorer did not start ({exc}; {description})",
+        evidence=list(scorer.output_tail),
+    )
+
+
+def await_scorer(scorer: WorkerProcess) -> None:
+    """Wait until a launched scorer is ready."""
+    try:
+        message = scorer.receive(READY_TIMEOUT_S, time.monotonic() + READY_TIMEOUT_S)
+    except (WorkerTimeout, ProtocolError) as exc:
+        raise _scorer_did_not_start(scorer, exc) from exc
+    if not isinstance(message, Ready):
+        scorer.kill()
+        raise EvaluatorError("internal.scorer_failed", f"the scorer sent {message.type}")
 
 
 _FRAME = re.compile(r'^\s*File "(?P<path>[^"]+)", line (?P<line>\d+), in (?P<name>.+)$')
@@ -136,25 +208,26 @@ def failure_error(
 
 def lost_worker_error(stage: str, worker: WorkerProcess, exc: Exception) -> PrismError:
     """The error for a worker that died, hung, overran a limit, or broke the protocol."""
+    who = f"the {worker.name} worker"
     if isinstance(exc, WorkerTimeout) and exc.kind == "wall":
         rule, what = f"{stage}.timeout", f"the {stage} stage ran past its wall-clock limit"
     elif isinstance(exc, WorkerTimeout) and exc.kind == "idle":
-        rule, what = f"{stage}.idle_timeout", f"the {stage} worker went silent: {exc}"
+        rule, what = f"{stage}.idle_timeout", f"{who} went silent: {exc}"
     elif isinstance(exc, QuotaExceeded):
-        rule, what = f"{stage}.disk_quota", f"the {stage} worker {exc}"
+        rule, what = f"{stage}.disk_quota", f"{who} {exc}"
     elif isinstance(exc, ChannelClosed) and worker.running():
-        rule, what = f"{stage}.channel_closed", f"the {stage} worker closed its channel"
+        rule, what = f"{stage}.channel_closed", f"{who} closed its channel"
     elif isinstance(exc, ChannelClosed):
         rule, what = f"{stage}.worker_died", ""
     else:
-        rule, what = f"{stage}.protocol", f"the {stage} worker broke the protocol: {exc}"
+        rule, what = f"{stage}.protocol", f"{who} broke the protocol: {exc}"
     worker.kill()
     if rule.endswith(".worker_died"):
         ended = worker.exit_description()
         if worker.oom_killed:
-            rule, what = f"{stage}.out_of_memory", f"the {stage} worker was killed for memory"
+            rule, what = f"{stage}.out_of_memory", f"{who} was killed for memory"
         elif worker.exit_signal() == signal.SIGXCPU:
-            rule, what = f"{stage}.cpu_limit", f"the {stage} worker used up its CPU-time limit"
+            rule, what = f"{stage}.cpu_limit", f"{who} used up its CPU-time limit"
         else:
-            what = f"the {stage} worker ended unexpectedly ({ended})"
+            what = f"{who} ended unexpectedly ({ended})"
     return Failed(rule, what, evidence=list(worker.output_tail))

@@ -12,8 +12,8 @@ import argparse
 import os
 import sys
 
-from prism_eval.protocol import JobSpec, Ready
-from prism_eval.worker.channel import Channel
+from prism_eval.protocol import ChannelClosed, Go, JobSpec, Ready
+from prism_eval.protocol.channel import Channel
 from prism_eval.worker.isolation import apply_before_imports, apply_seccomp
 
 
@@ -32,9 +32,11 @@ def main() -> int:
     import torch
 
     from prism_eval.worker.context import install_reference_alias
-    from prism_eval.worker.jobs import JobAborted, run_probe, run_train
+    from prism_eval.worker.jobs import JobAborted
     from prism_eval.worker.loader import apply_determinism
-    from prism_eval.worker.referee import run_audit
+    from prism_eval.worker.predictor import run_predictor
+    from prism_eval.worker.probe import run_probe
+    from prism_eval.worker.trainer import run_train
 
     flags = apply_determinism(spec.seed, spec.device, spec.threads)
     # CUDA initializes (driver, ioctls, memfds) before the filter, never under it.
@@ -56,16 +58,28 @@ def main() -> int:
     )
     if spec.job == "selftest":
         return 0
+    if spec.gated:  # nothing of the bundle loads before the supervisor says so
+        try:
+            go, _ = channel.receive()
+        except ChannelClosed:
+            return 0
+        if not isinstance(go, Go):
+            return 2
     install_reference_alias()
+    jobs = {
+        "probe": run_probe,
+        "trainer": run_train,
+        "ranks": run_train,
+        "predictor": run_predictor,
+        "auditor": run_predictor,
+        "referee": run_predictor,
+    }
     try:
-        if spec.job == "probe":
-            run_probe(channel, spec)
-        elif spec.job == "audit":
-            run_audit(channel, spec)
-        else:  # train, or one rank of the ranks check
-            run_train(channel, spec)
+        jobs[spec.job](channel, spec)
     except JobAborted:
         return 1
+    except ChannelClosed:  # the supervisor is done with this worker
+        return 0
     return 0
 
 

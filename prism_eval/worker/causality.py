@@ -4,7 +4,9 @@ For a position j, the tokens from j on are replaced by other tokens; a causal mo
 at positions < j (which predict tokens <= j) must stay the same. Run in eval mode under
 no_grad (how the capture scores), in train mode with grad (with the RNG re-seeded before each
 forward so dropout draws the same masks), and again after the model has been called many
-times (a model that turns on a leak only later). The supervisor judges the reported diffs.
+times (a model that turns on a leak only later). Batch independence: a row's log-probabilities
+must not move when the other rows change. The supervisor judges the reported diffs; these run in
+the sandbox, so they filter honest mistakes early, and the prefix audit is the guarantee.
 """
 
 from __future__ import annotations
@@ -15,8 +17,9 @@ from typing import Literal
 import torch
 
 from prism_eval.protocol import CausalityCheck
+from prism_eval.worker.outputs import logits_of
 
-Mode = Literal["eval_no_grad", "train_grad", "after_warm_calls"]
+Mode = Literal["eval_no_grad", "train_grad", "after_warm_calls", "other_rows"]
 _LARGE = 1e30  # reported instead of NaN/inf, so a broken output still reads as a violation
 
 
@@ -28,9 +31,7 @@ def _forward(model: torch.nn.Module, tokens: torch.Tensor, train: bool, seed: in
         devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=devices), torch.set_grad_enabled(train):
             torch.manual_seed(seed)
-            output = model(tokens)
-        if not isinstance(output, torch.Tensor):
-            raise TypeError(f"the model returned {type(output).__name__}, not a logits tensor")
+            output = logits_of(model(tokens))
         return output.detach().float()  # (batch, seq, width)
     finally:
         model.train(was_training)
@@ -91,4 +92,22 @@ def probe_causality(
     for _ in range(warm_calls):
         _forward(model, warm_tokens, False, seed)
     checks += check_positions(model, tokens, source, positions, "after_warm_calls", seed)
-    return checks
+    return [*checks, check_other_rows(model, tokens, source, seed)]
+
+
+def check_other_rows(
+    model: torch.nn.Module, tokens: torch.Tensor, source: torch.Tensor, seed: int
+) -> CausalityCheck:
+    """How far row 0's log-probabilities move when every other row is replaced (eval mode)."""
+    changed = tokens.clone()
+    changed[1:] = source[1:]
+    base = _forward(model, tokens, False, seed)
+    other = _forward(model, changed, False, seed)
+    if base.shape != other.shape:
+        return CausalityCheck(mode="other_rows", position=0, max_abs_diff=_LARGE)
+    diff = float(
+        (torch.log_softmax(base[0], dim=-1) - torch.log_softmax(other[0], dim=-1)).abs().max()
+    )
+    return CausalityCheck(
+        mode="other_rows", position=0, max_abs_diff=diff if math.isfinite(diff) else _LARGE
+    )

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from prism_eval.worker.capture import ScoredStream, tokenizer_name
+from prism_eval.worker.stream import PrismBatch, ScoredStream, tokenizer_name
 
 REFERENCE_TOKENIZERS = ("byte", "gpt2", "llama")
 
@@ -38,11 +38,11 @@ class ReferenceTokenizer:
 class PrismContext:
     """What a bundle may know and do. Everything else belongs to the supervisor.
 
-    The stream is `iter_train_batches`: it yields int64 tensors (batch_size, seq_len) on
-    `device`; train the model to predict `batch[:, 1:]` from `batch[:, :-1]`. Each batch's
-    loss is recorded before you see it. The run's length is `byte_budget` bytes of text;
-    `token_budget` is an upper bound on predicted tokens (every token carries at least one
-    byte, BOS aside).
+    The stream is `iter_train_batches`: it yields `PrismBatch`es whose `tokens` are int64
+    (batch_size, seq_len) on `device`; train the model to predict `tokens[:, 1:]` from the
+    positions before them. Each batch's loss is recorded before you see it. The run's length
+    is `byte_budget` bytes of text; `token_budget` is an upper bound on predicted tokens
+    (every token carries at least one byte, BOS aside).
     """
 
     vocab_size: int
@@ -95,7 +95,7 @@ class PrismContext:
         batch_size: int = 8,
         seq_len: int | None = None,
         tokenizer: Any = None,
-    ) -> Iterator[torch.Tensor]:
+    ) -> Iterator[PrismBatch]:
         """The scored stream: one pass, in the supervisor's order, until the byte budget."""
         if self._stream is None:
             raise RuntimeError("the train stream is not available in this stage")

@@ -1,7 +1,9 @@
-"""Tests for prism_eval.protocol: framing over a real socket, caps, and worker-message parsing."""
+"""Tests for prism_eval.protocol: framing over a real socket, caps, descriptors passed with a
+frame, and parsing what children send."""
 
 from __future__ import annotations
 
+import os
 import socket
 import struct
 import threading
@@ -14,33 +16,38 @@ from pydantic import BaseModel, ValidationError
 
 from prism_eval.protocol import (
     MAX_BODY_BYTES,
+    MAX_CHILD_HEADER_BYTES,
     MAX_SUPERVISOR_HEADER_BYTES,
-    MAX_WORKER_HEADER_BYTES,
-    Batch,
-    BatchLoss,
+    BatchRequest,
     CausalityCheck,
     ChannelClosed,
+    Compared,
     Failure,
     LayerReport,
-    NonFiniteLoss,
+    ModelLayout,
+    Predicted,
     ProbeReport,
     ProtocolError,
     Ready,
+    Reveal,
+    Scored,
     StreamAccepted,
     StreamEnd,
     StreamOpen,
+    TensorEntry,
     TrainDone,
     encode_frame,
+    parse_child_message,
     parse_supervisor_message,
-    parse_worker_message,
     read_frame,
 )
+from prism_eval.protocol.channel import Channel
 
 # If read_frame ever blocked waiting for bytes the peer never sends, the socket timeout turns
 # the hang into TimeoutError, which is not the ProtocolError these tests expect.
 SOCKET_TIMEOUT_S = 10.0
 
-WORKER_MESSAGES: list[BaseModel] = [
+CHILD_MESSAGES: list[BaseModel] = [
     Ready(
         torch_version="2.4.0",
         cuda_version=None,
@@ -58,11 +65,19 @@ WORKER_MESSAGES: list[BaseModel] = [
         deterministic=True,
         causality=[CausalityCheck(mode="eval_no_grad", position=3, max_abs_diff=0.0)],
     ),
-    StreamOpen(batch_size=4, seq_len=64, tokenizer="byte"),
-    BatchLoss(index=3, nats=123.456, tokens=252),
+    StreamOpen(
+        batch_size=4,
+        seq_len=64,
+        tokenizer="byte",
+        tensors=[TensorEntry(name="head.weight", kind="parameter", dtype="float32", shape=[4, 3])],
+    ),
+    BatchRequest(index=3),
     TrainDone(batches_consumed=7),
     Failure(where="train", exc_type="RuntimeError", message="boom", traceback="tb"),
-    NonFiniteLoss(index=2),
+    ModelLayout(tensors=[TensorEntry(name="step", kind="buffer", dtype="int64", shape=[])]),
+    Predicted(index=2),
+    Scored(index=2, finite=True, row_nats=[1.5, 0.0]),
+    Compared(index=2, diffs=[0.0, 1e-7]),
 ]
 
 
@@ -85,34 +100,34 @@ def header_of(message: BaseModel) -> bytes:
 # ---- frames over a socket -----------------------------------------------------------------
 
 
-def test_supervisor_batch_frame_round_trips_with_its_body(
+def test_supervisor_reveal_frame_round_trips_with_its_body(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     sender, receiver = pair
     rows = np.arange(2 * 5, dtype=np.int32).reshape(2, 5)
-    message = Batch(index=4, rows=2, cols=5)
+    message = Reveal(index=4, rows=2, cols=5)
     sender.sendall(encode_frame(message, rows.tobytes()))
     header, body = read_frame(receiver, MAX_SUPERVISOR_HEADER_BYTES, MAX_BODY_BYTES)
     assert parse_supervisor_message(header) == message
     np.testing.assert_array_equal(np.frombuffer(body, dtype=np.int32).reshape(2, 5), rows)
 
 
-@pytest.mark.parametrize("message", WORKER_MESSAGES, ids=lambda m: type(m).__name__)
-def test_worker_message_round_trips_over_a_socket(
+@pytest.mark.parametrize("message", CHILD_MESSAGES, ids=lambda m: type(m).__name__)
+def test_child_message_round_trips_over_a_socket(
     pair: tuple[socket.socket, socket.socket], message: BaseModel
 ) -> None:
     sender, receiver = pair
     sender.sendall(encode_frame(message))
-    header, body = read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
+    header, body = read_frame(receiver, MAX_CHILD_HEADER_BYTES, 0)
     assert body == b""
-    assert parse_worker_message(header, body) == message
+    assert parse_child_message(header, body) == message
 
 
 def test_consecutive_frames_are_read_in_order_without_bleeding(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     sender, receiver = pair
-    messages = [StreamAccepted(batch_size=2, seq_len=3), Batch(index=0, rows=1, cols=3)]
+    messages = [StreamAccepted(batch_size=2, seq_len=3), Reveal(index=0, rows=1, cols=3)]
     bodies = [b"", b"\x00" * 12]
     sender.sendall(b"".join(encode_frame(m, b) for m, b in zip(messages, bodies, strict=True)))
     sender.sendall(encode_frame(StreamEnd(reason="budget")))
@@ -128,15 +143,15 @@ def test_frame_split_across_many_small_sends_is_reassembled(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     sender, receiver = pair
-    message = BatchLoss(index=1, nats=2.5, tokens=9)
+    message = Scored(index=1, finite=True, row_nats=[2.5, 9.0])
     # One byte per send costs a socket buffer each: send from a thread while reading.
     feeder = threading.Thread(
         target=lambda: [sender.sendall(bytes([byte])) for byte in encode_frame(message)]
     )
     feeder.start()
-    header, body = read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
+    header, body = read_frame(receiver, MAX_CHILD_HEADER_BYTES, 0)
     feeder.join()
-    assert parse_worker_message(header, body) == message
+    assert parse_child_message(header, body) == message
 
 
 def test_encode_frame_lays_out_big_endian_lengths_then_header_then_body() -> None:
@@ -154,7 +169,7 @@ def test_header_length_over_the_cap_is_refused_before_reading_it(
     sender, receiver = pair
     sender.sendall(struct.pack(">II", 10 * 1024 * 1024, 0))  # only the prefix, no header
     with pytest.raises(ProtocolError, match="header of 10485760 bytes") as info:
-        read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
+        read_frame(receiver, MAX_CHILD_HEADER_BYTES, 0)
     assert not isinstance(info.value, ChannelClosed)
 
 
@@ -165,7 +180,7 @@ def test_body_length_over_the_cap_is_refused_before_reading_it(
     header = header_of(TrainDone(batches_consumed=1))
     sender.sendall(struct.pack(">II", len(header), 1) + header)  # the body never comes
     with pytest.raises(ProtocolError, match="body of 1 bytes") as info:
-        read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
+        read_frame(receiver, MAX_CHILD_HEADER_BYTES, 0)
     assert not isinstance(info.value, ChannelClosed)
 
 
@@ -173,7 +188,7 @@ def test_zero_length_header_is_refused(pair: tuple[socket.socket, socket.socket]
     sender, receiver = pair
     sender.sendall(struct.pack(">II", 0, 0))
     with pytest.raises(ProtocolError, match="header of 0 bytes"):
-        read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
+        read_frame(receiver, MAX_CHILD_HEADER_BYTES, 0)
 
 
 def test_header_exactly_at_the_cap_is_accepted(pair: tuple[socket.socket, socket.socket]) -> None:
@@ -187,11 +202,11 @@ def test_peer_closing_mid_header_raises_channel_closed(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     sender, receiver = pair
-    frame = encode_frame(BatchLoss(index=0, nats=1.0, tokens=1))
+    frame = encode_frame(BatchRequest(index=0))
     sender.sendall(frame[:12])  # the prefix and 4 bytes of the header
     sender.close()
     with pytest.raises(ChannelClosed, match="mid-frame"):
-        read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
+        read_frame(receiver, MAX_CHILD_HEADER_BYTES, 0)
 
 
 def test_peer_closing_mid_prefix_raises_channel_closed(
@@ -201,14 +216,14 @@ def test_peer_closing_mid_prefix_raises_channel_closed(
     sender.sendall(b"\x00\x00\x00")
     sender.close()
     with pytest.raises(ChannelClosed, match="mid-frame"):
-        read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
+        read_frame(receiver, MAX_CHILD_HEADER_BYTES, 0)
 
 
 def test_peer_closing_mid_body_raises_channel_closed(
     pair: tuple[socket.socket, socket.socket],
 ) -> None:
     sender, receiver = pair
-    frame = encode_frame(Batch(index=0, rows=1, cols=4), b"\x01" * 16)
+    frame = encode_frame(Reveal(index=0, rows=1, cols=4), b"\x01" * 16)
     sender.sendall(frame[:-5])
     sender.close()
     with pytest.raises(ChannelClosed, match="mid-frame"):
@@ -221,53 +236,90 @@ def test_peer_closing_between_frames_raises_channel_closed(
     sender, receiver = pair
     sender.sendall(encode_frame(TrainDone(batches_consumed=0)))
     sender.close()
-    read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
+    read_frame(receiver, MAX_CHILD_HEADER_BYTES, 0)
     with pytest.raises(ChannelClosed, match=r"^channel closed$"):
-        read_frame(receiver, MAX_WORKER_HEADER_BYTES, 0)
+        read_frame(receiver, MAX_CHILD_HEADER_BYTES, 0)
 
 
-# ---- parsing untrusted worker messages ----------------------------------------------------
+# ---- descriptors passed with a frame ------------------------------------------------------
 
 
-def test_body_from_a_worker_is_refused() -> None:
-    header = header_of(BatchLoss(index=0, nats=1.0, tokens=1))
+def test_a_child_channel_collects_the_descriptors_sent_with_a_frame(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    sender, receiver = pair
+    buffer = os.memfd_create("test-buffer")
+    os.write(buffer, b"shared")
+    frame = encode_frame(StreamEnd(reason="budget"))
+    sent = socket.send_fds(sender, [frame], [buffer])
+    sender.sendall(frame[sent:] + encode_frame(Reveal(index=0, rows=1, cols=2), b"\x00" * 8))
+    channel = Channel(os.dup(receiver.fileno()))
+    assert channel.receive()[0] == StreamEnd(reason="budget")
+    (received,) = channel.take_fds(1)
+    assert os.pread(received, 6, 0) == b"shared"  # the same file, under a new number
+    assert channel.receive()[0] == Reveal(index=0, rows=1, cols=2)
+    with pytest.raises(ProtocolError, match="expected 1 descriptors, got 0"):
+        channel.take_fds(1)
+    os.close(received)
+    os.close(buffer)
+
+
+def test_descriptors_sent_to_the_supervisor_side_are_dropped(
+    pair: tuple[socket.socket, socket.socket],
+) -> None:
+    sender, receiver = pair
+    buffer = os.memfd_create("from-a-child")
+    before = set(os.listdir("/proc/self/fd"))
+    frame = encode_frame(BatchRequest(index=0))
+    socket.send_fds(sender, [frame], [buffer])
+    header, _ = read_frame(receiver, MAX_CHILD_HEADER_BYTES, 0)  # no fds list: none accepted
+    assert parse_child_message(header, b"") == BatchRequest(index=0)
+    assert set(os.listdir("/proc/self/fd")) <= before | {str(buffer)}
+    os.close(buffer)
+
+
+# ---- parsing untrusted child messages -----------------------------------------------------
+
+
+def test_body_from_a_child_is_refused() -> None:
+    header = header_of(BatchRequest(index=0))
     with pytest.raises(ProtocolError, match="bodies"):
-        parse_worker_message(header, b"\x00")
+        parse_child_message(header, b"\x00")
 
 
-@pytest.mark.parametrize("nats", ["NaN", "Infinity", "-Infinity", "1e999"])
-def test_batch_loss_with_non_finite_nats_is_refused(nats: str) -> None:
-    header = b'{"type":"batch_loss","index":0,"nats":%s,"tokens":4}' % nats.encode()
+@pytest.mark.parametrize("nats", ["NaN", "Infinity", "-Infinity", "1e999", "-1.0"])
+def test_scored_rows_must_hold_finite_non_negative_nats(nats: str) -> None:
+    header = b'{"type":"scored","index":0,"finite":true,"row_nats":[1.0,%s]}' % nats.encode()
     with pytest.raises(ProtocolError):
-        parse_worker_message(header, b"")
+        parse_child_message(header, b"")
 
 
-@pytest.mark.parametrize("nats", [float("nan"), float("inf"), float("-inf")])
-def test_batch_loss_model_refuses_non_finite_nats(nats: float) -> None:
+@pytest.mark.parametrize("nats", [float("nan"), float("inf"), -1.0])
+def test_scored_model_refuses_bad_nats(nats: float) -> None:
     with pytest.raises(ValidationError):
-        BatchLoss(index=0, nats=nats, tokens=1)
+        Scored(index=0, finite=True, row_nats=[nats])
 
 
 def test_unknown_message_type_is_refused() -> None:
     with pytest.raises(ProtocolError):
-        parse_worker_message(b'{"type":"give_me_the_key","index":0}', b"")
+        parse_child_message(b'{"type":"give_me_the_key","index":0}', b"")
 
 
-def test_supervisor_message_type_from_a_worker_is_refused() -> None:
+def test_supervisor_message_type_from_a_child_is_refused() -> None:
     header = header_of(StreamEnd(reason="budget"))
     with pytest.raises(ProtocolError):
-        parse_worker_message(header, b"")
+        parse_child_message(header, b"")
 
 
 def test_missing_type_is_refused() -> None:
     with pytest.raises(ProtocolError):
-        parse_worker_message(b'{"index":0,"nats":1.0,"tokens":1}', b"")
+        parse_child_message(b'{"index":0}', b"")
 
 
 def test_extra_field_is_refused() -> None:
-    header = b'{"type":"batch_loss","index":0,"nats":1.0,"tokens":1,"bytes":999}'
+    header = b'{"type":"batch_request","index":0,"bytes":999}'
     with pytest.raises(ProtocolError):
-        parse_worker_message(header, b"")
+        parse_child_message(header, b"")
 
 
 def test_extra_field_in_a_supervisor_message_is_refused() -> None:
@@ -281,16 +333,23 @@ def test_extra_field_in_a_supervisor_message_is_refused() -> None:
         b"",
         b"not json",
         b"[]",
-        b'{"type":"batch_loss","index":-1,"nats":1.0,"tokens":1}',
-        b'{"type":"batch_loss","index":0,"nats":1.0,"tokens":-5}',
-        b'{"type":"batch_loss","index":0,"nats":"1.0x","tokens":1}',
+        b'{"type":"batch_request","index":-1}',
+        b'{"type":"predicted","index":"1x"}',
+        b'{"type":"compared","index":0,"diffs":[-1.0]}',
+        b'{"type":"model_layout","tensors":[{"name":"w","kind":"parameter","dtype":"complex64",'
+        b'"shape":[2]}]}',
+        b'{"type":"model_layout","tensors":[{"name":"w","kind":"parameter","dtype":"float32",'
+        b'"shape":[-2]}]}',
         b'{"type":"failure","where":"elsewhere","exc_type":"E","message":"m","traceback":"t"}',
     ],
-    ids=["empty", "not-json", "array", "neg-index", "neg-tokens", "str-nats", "bad-where"],
-)
-def test_malformed_worker_headers_are_refused(header: bytes) -> None:
+    ids=[
+        "empty", "not-json", "array", "neg-index", "str-index", "neg-diff", "bad-dtype",
+        "neg-shape", "bad-where",
+    ],
+)  # fmt: skip
+def test_malformed_child_headers_are_refused(header: bytes) -> None:
     with pytest.raises(ProtocolError):
-        parse_worker_message(header, b"")
+        parse_child_message(header, b"")
 
 
 def test_oversized_failure_message_is_refused() -> None:
@@ -304,4 +363,4 @@ def test_oversized_failure_message_is_refused() -> None:
         }
     )
     with pytest.raises(ProtocolError):
-        parse_worker_message(header, b"")
+        parse_child_message(header, b"")

@@ -81,7 +81,8 @@ def test_rank_errors_keep_their_verdict_under_this_stage(error: Failed, rule: st
 def test_too_little_text_for_every_rank_is_the_evaluators_error(tmp_path: Path) -> None:
     spec = selftest_spec(tmp_path, load_config("cpu"))
     text = [Document(id="only", text="x" * 100)]  # one batch of 1 × 64, not four
-    stream = SharedStream(spec, text, load_tokenizer("byte"), nproc=4, byte_budget=10)
+    config = load_config("cpu", None, {"ranks_byte_budget": 10})
+    stream = SharedStream(spec, text, load_tokenizer("byte"), nproc=4, config=config)
     with pytest.raises(EvaluatorError) as caught:
         stream.check(StreamOpen(batch_size=1, seq_len=64, tokenizer="byte"))
     assert caught.value.rule_id == "ranks.too_little_data"

@@ -280,7 +280,7 @@ def test_record_resigned_with_run_bytes_off_by_one_is_inconsistent(
 def _ranks_check(nproc: int, batches: list[int]) -> RanksCheck:
     return RanksCheck(
         nproc=nproc, backend="gloo", device="cpu", batch_size=4, seq_len=64,
-        ranks=[RankFigures(rank=r, batches=b, tokens=b * 252, bytes=b * 1000, nats=b * 700.0)
+        ranks=[RankFigures(rank=r, batches=b, tokens=b * 252, bytes=b * 1000)
                for r, b in enumerate(batches)],
         final_weights_sha256="f" * 64, isolation=[], wall_seconds=3.0,
     )  # fmt: skip
@@ -399,11 +399,12 @@ def test_record_without_signatures_fails_the_schema(
     assert rule_of(bytes(rfc8785.dumps(data)), pubkey_path).rule_id == "verify.schema"
 
 
+@pytest.mark.parametrize("schema", ["prism-eval.record/v1", "prism-eval.record/v3"])
 def test_other_schema_name_fails_the_schema(
-    identity: attest.SigningIdentity, pubkey_path: Path
+    identity: attest.SigningIdentity, pubkey_path: Path, schema: str
 ) -> None:
     data = json.loads(signed_bytes(good_record(identity), identity))
-    data["record"]["schema"] = "prism-eval.record/v2"
+    data["record"]["schema"] = schema
     assert rule_of(bytes(rfc8785.dumps(data)), pubkey_path).rule_id == "verify.schema"
 
 

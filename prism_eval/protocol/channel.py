@@ -1,7 +1,12 @@
-"""Worker (sandboxed): the worker's end of the framed channel to the supervisor."""
+"""Shared: a child's end of its channel to the supervisor (workers and the scorer).
+
+numpy is imported lazily: in a worker it starts threads on import, and must load only after the
+isolation layers are in place.
+"""
 
 from __future__ import annotations
 
+import os
 import socket
 from typing import TYPE_CHECKING
 
@@ -17,24 +22,36 @@ from prism_eval.protocol import (
     read_frame,
 )
 
-if TYPE_CHECKING:  # numpy starts threads on import: it must load after the isolation layers
+if TYPE_CHECKING:
     import numpy as np
 
 
 class Channel:
-    """Send worker messages; receive supervisor messages and their token bodies."""
+    """Send messages; receive the supervisor's messages, their bodies and descriptors."""
 
     def __init__(self, fd: int) -> None:
         self._sock = socket.socket(fileno=fd)
+        self._fds: list[int] = []
 
     def send(self, message: BaseModel) -> None:
         """Send one message."""
         self._sock.sendall(encode_frame(message))
 
     def receive(self) -> tuple[SupervisorMessage, bytes]:
-        """Receive one message and its body."""
-        header, body = read_frame(self._sock, MAX_SUPERVISOR_HEADER_BYTES, MAX_BODY_BYTES)
+        """Receive one message and its body (descriptors that came with it are kept)."""
+        header, body = read_frame(
+            self._sock, MAX_SUPERVISOR_HEADER_BYTES, MAX_BODY_BYTES, self._fds
+        )
         return parse_supervisor_message(header), body
+
+    def take_fds(self, count: int) -> list[int]:
+        """The `count` descriptors that came with the last message, oldest first."""
+        if len(self._fds) != count:
+            for fd in self._fds:
+                os.close(fd)
+            raise ProtocolError(f"expected {count} descriptors, got {len(self._fds)}")
+        taken, self._fds = self._fds, []
+        return taken
 
     def receive_tokens(self, rows: int, cols: int, body: bytes) -> np.ndarray:
         """View a body as the int32 token array (rows, cols) it must be."""

@@ -1,0 +1,114 @@
+"""Shared: the scorer's messages — trusted code that turns logits into nats.
+
+The scorer imports torch, never a bundle file. It copies the trainer's committed weights into a
+snapshot of its own before any predictor runs on them, hands copies of that snapshot to the
+predictor and the auditor, and computes every loss: float32 log-softmax over the full logits
+width, per-position nats, summed per row in float64.
+
+    supervisor → ScorerSetup (+ buffers, named in `buffers`, in that order)
+    Snapshot i → Snapshotted   (commit → snapshot → predictor's weights)
+    Score i + targets → Scored (nats of the logits in a buffer; kept for comparisons)
+    CopyToAuditor i → Copied   (snapshot → auditor's weights)
+    Compare i → Compared       (the same positions from other logits, against Score's)
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+
+from prism_eval.protocol.common import Message, finite
+from prism_eval.protocol.tensors import LogitsDType
+
+BufferName = Literal[
+    "commit", "predictor_weights", "auditor_weights", "predictor_logits", "auditor_logits"
+]
+LogitsSource = Literal["predictor", "auditor"]
+# Reported instead of NaN or inf (JSON has neither), so a broken output still reads as a breach.
+LARGE_DIFF = 1e30
+
+
+class ScorerSetup(Message):
+    """The buffers (descriptors in this frame, in the order of `buffers`) and their geometry."""
+
+    type: Literal["scorer_setup"] = "scorer_setup"
+    buffers: list[BufferName] = Field(max_length=5)
+    weights_bytes: int = Field(ge=0)
+    rows: int = Field(ge=1)
+    cols: int = Field(ge=2)
+    width: int = Field(ge=1)
+    logits_dtype: LogitsDType
+
+
+class Snapshot(Message):
+    """Copy the commit buffer into the scorer's own snapshot, then into the predictor's weights."""
+
+    type: Literal["snapshot"] = "snapshot"
+    index: int
+
+
+class Snapshotted(Message):
+    """Snapshot `index` is taken and in the predictor's weights buffer."""
+
+    type: Literal["snapshotted"] = "snapshotted"
+    index: int = Field(ge=0)
+
+
+class Score(Message):
+    """Score the first `rows` × `cols` logits of `source` against the targets in the body
+    (int32, (rows, cols - 1): position t predicts target t)."""
+
+    type: Literal["score"] = "score"
+    index: int
+    source: LogitsSource
+    rows: int = Field(ge=1)
+    cols: int = Field(ge=2)
+
+
+class Scored(Message):
+    """Each row's summed nats; `finite` is False (and `row_nats` empty) when any was not."""
+
+    type: Literal["scored"] = "scored"
+    index: int = Field(ge=0)
+    finite: bool
+    row_nats: list[Annotated[float, Field(ge=0)]] = Field(max_length=1 << 16)
+
+    @field_validator("row_nats")
+    @classmethod
+    def _all_finite(cls, values: list[float]) -> list[float]:
+        return [finite(value) for value in values]
+
+
+class CopyToAuditor(Message):
+    """Copy the snapshot (the weights batch `index` was scored with) to the auditor's buffer."""
+
+    type: Literal["copy_to_auditor"] = "copy_to_auditor"
+    index: int
+
+
+class Copied(Message):
+    """The auditor's weights buffer holds snapshot `index`."""
+
+    type: Literal["copied"] = "copied"
+    index: int = Field(ge=0)
+
+
+class Compare(Message):
+    """Recompute nats from `source`'s logits with the last Score's targets and compare them with
+    the last Score's per-position nats, row by row. `kind` prefix: only position positions[r] of
+    row r; kind spot: every position before positions[r]."""
+
+    type: Literal["compare"] = "compare"
+    index: int
+    source: LogitsSource
+    kind: Literal["prefix", "spot"]
+    positions: list[Annotated[int, Field(ge=0)]] = Field(max_length=1 << 16)
+
+
+class Compared(Message):
+    """Per row, the largest |recomputed − scored| nats (LARGE_DIFF for a non-finite one)."""
+
+    type: Literal["compared"] = "compared"
+    index: int = Field(ge=0)
+    diffs: list[Annotated[float, Field(ge=0, le=LARGE_DIFF)]] = Field(max_length=1 << 16)
