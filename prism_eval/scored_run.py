@@ -232,8 +232,8 @@ def serve_batches(
             ended = True
             continue
         before_reveal(batch)
-        rows, cols = batch.rows.shape
-        worker.send(Reveal(index=batch.index, rows=rows, cols=cols), batch.rows.tobytes())
+        rows, cols = batch.rows.shape  # the index is the loop's own count (a rank's too)
+        worker.send(Reveal(index=served, rows=rows, cols=cols), batch.rows.tobytes())
         after_reveal(batch)
         served += 1
         scored_bytes += batch.bytes

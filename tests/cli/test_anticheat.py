@@ -38,9 +38,10 @@ def test_non_causal_model_is_rejected_by_the_probe(bundle: str, mode: str, tmp_p
     assert mode in message
 
 
-def test_model_that_peeks_late_is_caught_by_a_spot_check(tmp_path: Path) -> None:
+def test_model_that_peeks_late_is_caught_during_training(tmp_path: Path) -> None:
+    # The spot check (after the reveal) or the prefix audit (before it), whichever draws first.
     status, rule, message = _run("attack_peek_late", tmp_path, spot_check_rate=1.0)
-    assert (status, rule) == ("rejected", "train.noncausal")
+    assert (status, rule) in {("rejected", "train.noncausal"), ("rejected", "train.prefix_mismatch")}
     assert message.startswith("batch ")
 
 
@@ -48,12 +49,6 @@ def test_model_that_peeks_late_is_caught_by_a_spot_check(tmp_path: Path) -> None
     ("bundle", "status", "rule_id", "config"),
     [
         ("attack_changes_init_before_scoring", "rejected", "audit.step0_mismatch", {}),
-        (
-            "attack_forges_capture_late",
-            "rejected",
-            "audit.capture_mismatch",
-            {"unsafe_skip_lint_for_tests": True},
-        ),
         ("attack_state_dict_raises", "failed", "train.save_failed", {}),
         ("attack_weights_in_buffer", "rejected", "probe.too_many_params", {}),
         ("attack_lazy_growth", "rejected", "probe.too_many_params", {}),

@@ -1,4 +1,5 @@
-"""After the first batch, patches torch so the capture's float64 sums come out 100x smaller."""
+"""After the first batch, patches torch so that float64 sums come out 100x smaller — the
+capture's, when the capture summed its losses in this process. It sums nothing here now."""
 
 import torch
 import torch.nn.functional as F
@@ -14,11 +15,12 @@ def _forged_sum(self, *args, **kwargs):
 def train(ctx):
     model = ctx.build_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for step, batch in enumerate(ctx.iter_train_batches(model, batch_size=4, seq_len=32)):
+    for step, batch in enumerate(ctx.iter_train_batches(model, batch_size=8, seq_len=64)):
         if step == 0:
             torch.Tensor.sum = _forged_sum
-        logits = model(batch[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch[:, 1:].reshape(-1))
+        tokens = batch.tokens
+        logits = model(tokens)
+        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
