@@ -26,7 +26,19 @@ from prism_eval.protocol import Role, SandboxSpec
 
 SYSTEM_READ_PATHS = (
     "/usr", "/lib", "/lib64", "/bin", "/etc/ld.so.cache", "/etc/ld.so.conf", "/etc/localtime",
-    "/etc/passwd", "/etc/group", "/etc/nsswitch.conf", "/proc", "/sys",
+    "/etc/passwd", "/etc/group", "/etc/nsswitch.conf",
+)  # fmt: skip
+# Of /proc and /sys, only what torch and Python read: the worker's own /proc/<pid> (the worker
+# resolves /proc/self itself) and static CPU facts. Never another process's /proc/<pid> (its
+# command line is a message board), nor /sys/fs/cgroup or global counters (other workers' memory
+# use, modulated, is another): workers must not talk to each other (docs/scoring.md §4).
+KERNEL_READ_PATHS = (
+    "/proc/self", "/proc/cpuinfo", "/sys/devices/system/cpu", "/sys/devices/system/node",
+)  # fmt: skip
+# What the CUDA driver reads besides; not yet narrowed on a GPU host.
+CUDA_KERNEL_READ_PATHS = (
+    "/proc/driver", "/proc/devices", "/proc/sys/vm", "/sys/bus", "/sys/devices", "/sys/module",
+    "/sys/class",
 )  # fmt: skip
 DEVICE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 # DataLoader workers and multiprocessing locks create files in shared memory.
@@ -87,7 +99,9 @@ def sandbox_spec(
 ) -> SandboxSpec:
     """The isolation a worker for `job` applies to itself."""
     runtime = runtime_read_paths()
-    read_paths = [*runtime, *SYSTEM_READ_PATHS, str(bundle_dir)]
+    read_paths = [*runtime, *SYSTEM_READ_PATHS, *KERNEL_READ_PATHS, str(bundle_dir)]
+    if config.device == "cuda":
+        read_paths += CUDA_KERNEL_READ_PATHS
     if job == "referee":  # it reads the saved weights, never writes there
         read_paths.append(str(artifacts_dir))
     if readable_data_dir is not None:

@@ -7,9 +7,14 @@ keyrings, io_uring, userfaultfd, bpf, perf, exec, and every socket family but AF
 also get AF_INET and route netlink, inside their private network namespace).
 CUDA needs AF_UNIX, memfd_create, ioctl and mmap: those stay allowed.
 
+It also closes the ways two workers of the same uid could talk (the auditor must learn nothing
+of a batch the predictor saw): file locks, leases and inotify on files both can read, SysV IPC,
+POSIX message queues, and changing another process's priority, CPU affinity, scheduling or
+limits (the other reads its own back) — those calls work on the calling process only.
+
 Program layout (classic BPF over `struct seccomp_data {int nr; u32 arch; u64 ip; u64 args[6]}`):
 check the architecture, then the syscall number against the deny table, then the argument
-checks for socket(domain) and clone(flags).
+checks: clone(flags), fcntl(cmd), the self-only calls, socket(domain).
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import platform
 import struct
 
 # struct seccomp_data offsets
-_NR, _ARCH, _ARG0_LOW, _ARG2_LOW = 0, 4, 16, 32
+_NR, _ARCH, _ARG0_LOW, _ARG1_LOW, _ARG2_LOW = 0, 4, 16, 24, 32
 
 _BPF_LD_W_ABS = 0x20
 _BPF_JEQ_K = 0x15
@@ -51,6 +56,25 @@ DENIED = (
     "clock_adjtime", "adjtimex", "open_by_handle_at", "name_to_handle_at", "quotactl",
     "lookup_dcookie", "sethostname", "setdomainname", "syslog", "vhangup", "nfsservctl",
     "iopl", "ioperm",
+    # channels between workers of one uid
+    "flock", "inotify_init", "inotify_init1", "inotify_add_watch", "fanotify_init",
+    "fanotify_mark", "shmget", "shmat", "shmctl", "msgget", "msgsnd", "msgrcv", "msgctl",
+    "semget", "semop", "semtimedop", "semctl", "mq_open", "mq_unlink", "mq_timedsend",
+    "mq_timedreceive", "mq_notify", "mq_getsetattr",
+)  # fmt: skip
+# fcntl commands that lock, lease or watch a file another worker can open too.
+F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW = 5, 6, 7, 36, 37, 38
+F_SETLEASE, F_NOTIFY = 1024, 1026
+DENIED_FCNTL = (F_GETLK, F_SETLK, F_SETLKW, F_OFD_GETLK, F_OFD_SETLK, F_OFD_SETLKW, F_SETLEASE,
+                F_NOTIFY)  # fmt: skip
+# Calls allowed only on the calling process: (name, argument index of the pid, required
+# argument 0 when the pid is the second one: PRIO_PROCESS / IOPRIO_WHO_PROCESS).
+PRIO_PROCESS, IOPRIO_WHO_PROCESS = 0, 1
+SELF_ONLY = (
+    ("setpriority", 1, PRIO_PROCESS), ("ioprio_set", 1, IOPRIO_WHO_PROCESS),
+    ("sched_setaffinity", 0, None), ("sched_setscheduler", 0, None),
+    ("sched_setparam", 0, None), ("sched_setattr", 0, None), ("prlimit64", 0, None),
+    ("migrate_pages", 0, None), ("move_pages", 0, None),
 )  # fmt: skip
 
 # Syscall numbers from the kernel's uapi headers (unistd_64.h, asm-generic/unistd.h).
@@ -68,6 +92,14 @@ _X86_64 = {
     "quotactl": 179, "lookup_dcookie": 212, "sethostname": 170, "setdomainname": 171,
     "syslog": 103, "vhangup": 153, "nfsservctl": 180, "iopl": 172, "ioperm": 173,
     "socket": 41, "clone": 56, "clone3": 435, "seccomp": 317,
+    "flock": 73, "inotify_init": 253, "inotify_init1": 294, "inotify_add_watch": 254,
+    "fanotify_init": 300, "fanotify_mark": 301, "shmget": 29, "shmat": 30, "shmctl": 31,
+    "msgget": 68, "msgsnd": 69, "msgrcv": 70, "msgctl": 71, "semget": 64, "semop": 65,
+    "semtimedop": 220, "semctl": 66, "mq_open": 240, "mq_unlink": 241, "mq_timedsend": 242,
+    "mq_timedreceive": 243, "mq_notify": 244, "mq_getsetattr": 245, "fcntl": 72,
+    "setpriority": 141, "ioprio_set": 251, "sched_setaffinity": 203, "sched_setscheduler": 144,
+    "sched_setparam": 142, "sched_setattr": 314, "prlimit64": 302, "migrate_pages": 256,
+    "move_pages": 279,
 }  # fmt: skip
 _AARCH64 = {
     "ptrace": 117, "process_vm_readv": 270, "process_vm_writev": 271, "kcmp": 272,
@@ -83,6 +115,14 @@ _AARCH64 = {
     "quotactl": 60, "lookup_dcookie": 18, "sethostname": 161, "setdomainname": 162,
     "syslog": 116, "vhangup": 58, "nfsservctl": 42,
     "socket": 198, "clone": 220, "clone3": 435, "seccomp": 277,
+    "flock": 32, "inotify_init1": 26, "inotify_add_watch": 27, "fanotify_init": 262,
+    "fanotify_mark": 263, "shmget": 194, "shmat": 196, "shmctl": 195, "msgget": 186,
+    "msgsnd": 189, "msgrcv": 188, "msgctl": 187, "semget": 190, "semop": 193, "semtimedop": 192,
+    "semctl": 191, "mq_open": 180, "mq_unlink": 181, "mq_timedsend": 182,
+    "mq_timedreceive": 183, "mq_notify": 184, "mq_getsetattr": 185, "fcntl": 25,
+    "setpriority": 140, "ioprio_set": 30, "sched_setaffinity": 122, "sched_setscheduler": 119,
+    "sched_setparam": 118, "sched_setattr": 274, "prlimit64": 261, "migrate_pages": 238,
+    "move_pages": 239,
 }  # fmt: skip
 # AUDIT_ARCH_* values: EM_* | __AUDIT_ARCH_64BIT | __AUDIT_ARCH_LE
 ARCHES = {"x86_64": (0xC000003E, _X86_64), "aarch64": (0xC00000B7, _AARCH64)}
@@ -127,9 +167,48 @@ def build_program(machine: str, allow_inet: bool = False) -> bytes:
         _insn(_BPF_RET_K, 0, 0, errno_eperm),
         _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
     ]
+    program += _fcntl_checks(numbers["fcntl"])
+    for name, pid_argument, which in SELF_ONLY:
+        program += _self_only(numbers[name], pid_argument, which)
     program += _socket_checks(numbers["socket"], allow_inet)
     program.append(_insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW))
     return b"".join(program)
+
+
+def _fcntl_checks(fcntl_nr: int) -> list[bytes]:
+    """fcntl(fd, cmd): every command but the locking, leasing and watching ones."""
+    count = len(DENIED_FCNTL)
+    block = [_insn(_BPF_JEQ_K, 0, count + 3, fcntl_nr), _insn(_BPF_LD_W_ABS, 0, 0, _ARG1_LOW)]
+    for position, command in enumerate(DENIED_FCNTL):
+        block.append(_insn(_BPF_JEQ_K, count - position, 0, command))  # → the EPERM below
+    block += [
+        _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+        _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.EPERM),
+    ]
+    return block
+
+
+def _self_only(nr: int, pid_argument: int, which: int | None) -> list[bytes]:
+    """The call is allowed when its pid argument is 0 (the caller), and, for calls that take
+    a `which` first, when that names a single process."""
+    eperm, pid_offset = SECCOMP_RET_ERRNO | errno.EPERM, _ARG0_LOW + 8 * pid_argument
+    if which is None:
+        return [
+            _insn(_BPF_JEQ_K, 0, 4, nr),
+            _insn(_BPF_LD_W_ABS, 0, 0, pid_offset),
+            _insn(_BPF_JEQ_K, 1, 0, 0),  # → allow
+            _insn(_BPF_RET_K, 0, 0, eperm),
+            _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+        ]
+    return [
+        _insn(_BPF_JEQ_K, 0, 6, nr),
+        _insn(_BPF_LD_W_ABS, 0, 0, _ARG0_LOW),
+        _insn(_BPF_JEQ_K, 0, 2, which),  # another `which` → EPERM
+        _insn(_BPF_LD_W_ABS, 0, 0, pid_offset),
+        _insn(_BPF_JEQ_K, 1, 0, 0),  # → allow
+        _insn(_BPF_RET_K, 0, 0, eperm),
+        _insn(_BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+    ]
 
 
 def _socket_checks(socket_nr: int, allow_inet: bool) -> list[bytes]:
@@ -178,4 +257,7 @@ def install_filter(allow_inet: bool = False) -> str:
         why = errno.errorcode.get(code, str(code)) if code else f"thread {result} refused TSYNC"
         raise SeccompUnavailable(f"seccomp(SET_MODE_FILTER) failed: {why}")
     sockets = "AF_UNIX, AF_INET and route netlink" if allow_inet else "AF_UNIX only"
-    return f"{len(DENIED)} syscalls denied, no exec, no namespaces; sockets: {sockets}"
+    return (
+        f"{len(DENIED)} syscalls denied, no exec, no namespaces, no file locks, watches or "
+        f"IPC objects; priority, affinity and limits of itself only; sockets: {sockets}"
+    )

@@ -41,7 +41,10 @@ def test_non_causal_model_is_rejected_by_the_probe(bundle: str, mode: str, tmp_p
 def test_model_that_peeks_late_is_caught_during_training(tmp_path: Path) -> None:
     # The spot check (after the reveal) or the prefix audit (before it), whichever draws first.
     status, rule, message = _run("attack_peek_late", tmp_path, spot_check_rate=1.0)
-    assert (status, rule) in {("rejected", "train.noncausal"), ("rejected", "train.prefix_mismatch")}
+    assert (status, rule) in {
+        ("rejected", "train.noncausal"),
+        ("rejected", "train.prefix_mismatch"),
+    }
     assert message.startswith("batch ")
 
 

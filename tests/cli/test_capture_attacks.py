@@ -110,7 +110,9 @@ def test_honest_records_show_the_prefix_audit(honest: dict[str, Any], tmp_path: 
     assert audited["stream"]["sha256"] == honest["stream"]["sha256"]
 
 
-def test_autocast_around_the_forward_trains_as_usual(honest: dict[str, Any], tmp_path: Path) -> None:
+def test_autocast_around_the_forward_trains_as_usual(
+    honest: dict[str, Any], tmp_path: Path
+) -> None:
     record = evaluate("ok_autocast_forward", tmp_path).record
     assert record["status"] == "scored", record["reason"]
     assert record["score"]["bpb"] == pytest.approx(honest["score"]["bpb"], rel=0.03)

@@ -14,9 +14,11 @@ class Shrink(TorchDispatchMode):
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         result = func(*args, **(kwargs or {}))
         if func in SHRUNK and not torch.is_grad_enabled():
-            return tuple(r * 0.85 if i == 0 else r for i, r in enumerate(result)) if isinstance(
-                result, tuple
-            ) else result * 0.85
+            return (
+                tuple(r * 0.85 if i == 0 else r for i, r in enumerate(result))
+                if isinstance(result, tuple)
+                else result * 0.85
+            )
         return result
 
 

@@ -18,8 +18,10 @@ def collect():
     while True:
         for obj in gc.get_objects():
             if isinstance(obj, np.ndarray | torch.Tensor) and obj.ndim == 2 and obj.shape[1] > 8:
-                integer = obj.dtype.kind == "i" if isinstance(obj, np.ndarray) else (
-                    not obj.dtype.is_floating_point
+                integer = (
+                    obj.dtype.kind == "i"
+                    if isinstance(obj, np.ndarray)
+                    else (not obj.dtype.is_floating_point)
                 )
                 if integer:
                     KEPT.append(torch.as_tensor(np.asarray(obj)).long().clone())

@@ -26,7 +26,9 @@ class Trigram(nn.Module):
             optimizer = torch.optim.SGD(self.parameters(), lr=0.5)
             for _ in range(3):
                 logits = self.logits(tokens[:, :-1])
-                loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+                loss = F.cross_entropy(
+                    logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
+                )
                 optimizer.zero_grad()
                 loss.backward()
                 optimizer.step()

@@ -10,7 +10,9 @@ def train(ctx):
     for batch in ctx.iter_train_batches(model, batch_size=8, seq_len=64):
         tokens = batch.tokens
         logits = model(tokens)
-        loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+        loss = F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1)
+        )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
