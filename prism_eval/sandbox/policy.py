@@ -40,6 +40,8 @@ CUDA_KERNEL_READ_PATHS = (
     "/proc/driver", "/proc/devices", "/proc/sys/vm", "/sys/bus", "/sys/devices", "/sys/module",
     "/sys/class",
 )  # fmt: skip
+# gloo maps network interfaces to PCI devices (the ranks check, which scores nothing).
+RANKS_KERNEL_READ_PATHS = ("/sys/class/net", "/sys/bus/pci", "/sys/devices")
 DEVICE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 # DataLoader workers and multiprocessing locks create files in shared memory.
 SHARED_MEMORY = "/dev/shm"
@@ -102,6 +104,8 @@ def sandbox_spec(
     read_paths = [*runtime, *SYSTEM_READ_PATHS, *KERNEL_READ_PATHS, str(bundle_dir)]
     if config.device == "cuda":
         read_paths += CUDA_KERNEL_READ_PATHS
+    if job == "ranks":
+        read_paths += RANKS_KERNEL_READ_PATHS
     if job == "referee":  # it reads the saved weights, never writes there
         read_paths.append(str(artifacts_dir))
     if readable_data_dir is not None:

@@ -18,11 +18,11 @@ def hunt(current):
         return
     last = current[:, -1].tolist()
     for obj in gc.get_objects():
-        if isinstance(obj, torch.Tensor | np.ndarray) and obj.ndim == 2 and obj is not current:
-            if obj.shape[0] == len(last) and obj.shape[1] > 1:
-                FOUND["arrays"] += 1
-                if [int(x) for x in obj[:, 0].tolist()] == last:
-                    FOUND["ahead"] += 1  # row r continues row r: the next batch
+        token_array = isinstance(obj, torch.Tensor | np.ndarray) and obj.ndim == 2
+        if token_array and obj is not current and obj.shape[0] == len(last) and obj.shape[1] > 1:
+            FOUND["arrays"] += 1
+            if [int(x) for x in obj[:, 0].tolist()] == last:
+                FOUND["ahead"] += 1  # row r continues row r: the next batch
 
 
 class Finalizer:

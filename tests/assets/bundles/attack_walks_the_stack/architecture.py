@@ -20,9 +20,9 @@ def arrays_up_the_stack(tokens):
     found = []
     while frame is not None:
         for value in list(getattr(frame, LOCALS).values()):
-            if isinstance(value, torch.Tensor | np.ndarray) and value is not tokens:
-                if value.ndim == 2 and value.shape[0] == tokens.shape[0]:
-                    found.append(torch.as_tensor(np.asarray(value)).long())
+            array = isinstance(value, torch.Tensor | np.ndarray) and value is not tokens
+            if array and value.ndim == 2 and value.shape[0] == tokens.shape[0]:
+                found.append(torch.as_tensor(np.asarray(value)).long())
         frame = getattr(frame, BACK)
     return found
 
