@@ -79,13 +79,21 @@ class Limits:
 
 @dataclass
 class AuditTally:
-    """What the secret checks covered."""
+    """What the secret checks covered, and the prefix audit's rate for this run."""
 
+    rate: float = 0.0
     spot_checks: int = 0
     audited_steps: int = 0
     audited_positions: int = 0
     max_diff_nats: float = 0.0
     step_indices: list[int] = field(default_factory=list)
+
+
+def audit_rate(config: EvalConfig, first_batch_bytes: int) -> float:
+    """The prefix audit's rate for this run: `prefix_audit_rate`, raised so that the steps the
+    byte budget allows at the first batch's size include `prefix_audit_min_steps` audits."""
+    expected_steps = math.ceil(config.byte_budget / max(1, first_batch_bytes))
+    return min(1.0, max(config.prefix_audit_rate, config.prefix_audit_min_steps / expected_steps))
 
 
 def withhold_last(rows: np.ndarray, fixed_token: int) -> np.ndarray:
@@ -167,7 +175,9 @@ class Capture:
         the batch is revealed: then the trainer, which could help the auditor, knows nothing of
         it either."""
         rows, cols = batch.rows.shape
-        if self._secret.random() < self.config.prefix_audit_rate and cols >= 3:
+        if not self.tally.rate:
+            self.tally.rate = audit_rate(self.config, batch.bytes)
+        if self._secret.random() < self.tally.rate and cols >= 3:
             self._prefix_audit(batch, self._secret.integers(0, cols - 2, size=rows))
 
     def spot_check(self, batch: PackedBatch) -> None:

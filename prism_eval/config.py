@@ -142,6 +142,12 @@ class EvalConfig(BaseModel):
         description="Share of scored steps, chosen in secret after their loss is final, whose "
         "every row is cut after a secret position and scored again by a separate auditor.",
     )
+    prefix_audit_min_steps: int = Field(
+        0,
+        ge=0,
+        description="Steps the prefix audit is expected to cover at least: for geometries with "
+        "few steps (large batches) the rate rises to min_steps / expected steps.",
+    )
     prefix_audit_tolerance_nats: float = Field(
         1e-4,
         gt=0,

@@ -74,11 +74,10 @@ def build_record(
             spot_checks=train.checks.spot_checks,
         )
         checks = train.checks
-        spread, steps = catch_probabilities(
-            checks.audited_positions, config.prefix_audit_rate, len(figures)
-        )
+        rate = checks.rate or config.prefix_audit_rate
+        spread, steps = catch_probabilities(checks.audited_positions, rate, len(figures))
         prefix_audit = PrefixAudit(
-            rate=config.prefix_audit_rate,
+            rate=rate,
             tolerance_nats=config.prefix_audit_tolerance_nats,
             steps=checks.audited_steps,
             positions=checks.audited_positions,

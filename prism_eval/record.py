@@ -147,7 +147,10 @@ class PrefixAudit(_Model):
     """The prefix audit of the scored run (docs/scoring.md): steps chosen in secret after their
     loss was final, every row cut after a secret position and scored by a separate auditor."""
 
-    rate: float = Field(description="Share of steps audited (config prefix_audit_rate).")
+    rate: float = Field(
+        description="Chance each step was audited: prefix_audit_rate, or more to reach "
+        "prefix_audit_min_steps."
+    )
     tolerance_nats: float = Field(description="Largest allowed difference at a position.")
     steps: int = Field(description="Steps audited.")
     positions: int = Field(description="Positions compared (one per row of an audited step).")

@@ -1,0 +1,81 @@
+"""Tests for the supervisor's pure pieces of the scored run: the predictor's inputs, the prefix
+audit's rate, the model check at stream open, and the shared buffers' seals."""
+
+from __future__ import annotations
+
+import fcntl
+import os
+
+import numpy as np
+import pytest
+
+from prism_eval.capture import audit_rate, withhold_last
+from prism_eval.config import load_config
+from prism_eval.errors import Rejected
+from prism_eval.protocol import TensorEntry
+from prism_eval.scored_run import check_model
+from prism_eval.scoring import catch_probabilities
+from prism_eval.shared_memory import SharedBuffers
+
+
+def entry(
+    name: str, shape: list[int], kind: str = "parameter", dtype: str = "float32"
+) -> TensorEntry:
+    return TensorEntry.model_validate({"name": name, "kind": kind, "dtype": dtype, "shape": shape})
+
+
+def test_the_last_column_is_withheld_and_nothing_else_changes() -> None:
+    rows = np.arange(12, dtype=np.int32).reshape(3, 4)
+    inputs = withhold_last(rows, 256)
+    assert inputs[:, -1].tolist() == [256, 256, 256]
+    assert np.array_equal(inputs[:, :-1], rows[:, :-1])
+    assert rows[0, -1] == 3  # the batch itself is untouched
+
+
+def test_the_audit_rate_rises_for_runs_with_few_steps() -> None:
+    config = load_config("cpu", None, {"byte_budget": 100_000, "prefix_audit_rate": 0.1,
+                                       "prefix_audit_min_steps": 50})  # fmt: skip
+    assert audit_rate(config, 100) == 0.1  # 1,000 steps: 100 audited at the base rate
+    assert audit_rate(config, 1_000) == 0.5  # 100 steps: 50 of them
+    assert audit_rate(config, 100_000) == 1.0  # one step
+    assert audit_rate(load_config("cpu", None, {"prefix_audit_rate": 0.2}), 10) == 0.2
+
+
+def test_catch_probabilities_follow_the_formulas_in_the_docs() -> None:
+    spread, steps = catch_probabilities(positions=459, rate=0.5, steps=1000)
+    assert spread == pytest.approx(1 - 0.99**459) and spread > 0.99
+    assert steps == pytest.approx(1 - 0.5**10)
+
+
+def test_the_trained_model_must_be_the_built_one() -> None:
+    built = [entry("a.weight", [2, 3]), entry("a.bias", [3])]
+    check_model([entry("a.weight", [2, 3], dtype="bfloat16"), entry("a.bias", [3])], built, 100)
+    with pytest.raises(Rejected) as caught:
+        check_model([entry("a.weight", [2, 4]), entry("b.bias", [3])], built, 100)
+    assert caught.value.rule_id == "train.model_mismatch"
+    assert "not built: b.bias; missing: a.bias; other shape: a.weight" in caught.value.message
+
+
+def test_the_cap_counts_parameters_and_floating_buffers_of_the_scored_model() -> None:
+    tensors = [entry("w", [10]), entry("stats", [5], "buffer"), entry("n", [], "buffer", "int64")]
+    check_model(tensors, tensors, 15)
+    with pytest.raises(Rejected) as caught:
+        check_model(tensors, tensors, 14)
+    assert caught.value.rule_id == "train.too_many_params"
+
+
+def test_shared_buffers_are_sealed_before_anyone_else_sees_them() -> None:
+    buffers = SharedBuffers({"logits": 10_000, "empty": 0})
+    try:
+        logits, empty = buffers.fds(["logits", "empty"])
+        assert os.fstat(logits).st_size == 10_000
+        assert os.fstat(empty).st_size > 0  # at least a page: mappable
+        seals = fcntl.fcntl(logits, fcntl.F_GET_SEALS)
+        assert seals == fcntl.F_SEAL_SHRINK | fcntl.F_SEAL_GROW | fcntl.F_SEAL_SEAL
+        with pytest.raises(PermissionError):
+            os.ftruncate(logits, 0)  # a child shrinking it under the scorer
+        with pytest.raises(PermissionError):
+            fcntl.fcntl(logits, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)  # nor adding seals
+        os.pwrite(logits, b"still writable", 0)
+    finally:
+        buffers.close()
