@@ -1,8 +1,8 @@
-"""Benchmarks: capture overhead, supervisor throughput, data hashing.
+"""Benchmarks: the scored run's costs, supervisor throughput, data hashing.
 
 Every figure that matters is a ratio of two measurements taken side by side in this process,
-so a busy machine slows both alike. This is a developer tool: it imports the example model and
-the worker's capture directly, which the supervisor itself never does.
+so a busy machine slows both alike. This is a developer tool: it imports the example model, the
+scorer's math and the worker's commit code directly, which the supervisor itself never does.
 """
 
 from __future__ import annotations
@@ -25,9 +25,11 @@ from prism_eval.config import load_config
 from prism_eval.data import iter_documents, verify_data_dir
 from prism_eval.evaluation import evaluate
 from prism_eval.pipeline import RunRequest
+from prism_eval.protocol import place_tensors
+from prism_eval.scorer.nats import position_nats
 from prism_eval.stream import StreamTally, pack_batches
 from prism_eval.tokenizers import load_tokenizer
-from prism_eval.worker.capture import batch_nats
+from prism_eval.worker.weights import Committer, describe, map_buffer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bundles" / "ok_tiny_transformer"
@@ -45,8 +47,17 @@ def _load_example_model() -> torch.nn.Module:
     return model
 
 
+def _scored_forward(model: torch.nn.Module, rows: torch.Tensor) -> float:
+    """What a scored step adds, in one process: the eval forward and the scorer's loss."""
+    model.eval()
+    with torch.no_grad():
+        logits = model(rows)  # (batch, seq, vocab)
+    model.train()
+    return float(position_nats(logits, rows[:, 1:]).double().sum())
+
+
 def _train_steps(capture: bool) -> float:
-    """Seconds for STEPS training steps of the example, with or without the capture forward."""
+    """Seconds for STEPS training steps of the example, with or without the scored forward."""
     torch.manual_seed(0)
     model = _load_example_model()
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
@@ -54,7 +65,7 @@ def _train_steps(capture: bool) -> float:
     started = time.perf_counter()
     for rows in batches:
         if capture:
-            batch_nats(model, rows, 257)
+            _scored_forward(model, rows)
         logits = model(rows[:, :-1])
         loss = F.cross_entropy(logits.reshape(-1, 257), rows[:, 1:].reshape(-1))
         optimizer.zero_grad()
@@ -68,7 +79,8 @@ def _median(function: Callable[[], float], repeats: int = 3) -> float:
 
 
 def bench_capture() -> dict[str, Any]:
-    """Training with the capture forward vs the same loop without it (interleaved)."""
+    """Training with the scored forward vs the same loop without it, in one process
+    (interleaved): the cost the capture cannot avoid."""
     _train_steps(False)  # warm-up
     plain, captured = [], []
     for _ in range(3):
@@ -101,26 +113,120 @@ def bench_supervisor_stream() -> dict[str, Any]:
     return results
 
 
+def _evaluate(budget: int, **overrides: Any) -> Any:
+    config = load_config("cpu", None, {"byte_budget": budget, **overrides})
+    record = evaluate(RunRequest(bundle=EXAMPLE, data_dir=DATA, config=config), dict(os.environ))
+    assert record.record.run is not None, record.record.reason
+    return record.record
+
+
 def bench_pipeline_vs_loop() -> dict[str, Any]:
-    """The full train stage (worker + supervisor) vs the same loop in-process with capture."""
-    budget = 128 * 1024
-    config = load_config("cpu", None, {"byte_budget": budget})
-    with tempfile.TemporaryDirectory() as out:
-        signed = evaluate(
-            RunRequest(bundle=EXAMPLE, data_dir=DATA, config=config), dict(os.environ)
-        )
-    record = signed.record
-    assert record.run is not None, record.reason
-    stage_rate = record.run.bytes / record.run.wall_seconds
-    steps = record.run.batches
-    in_process = _train_steps(True) / STEPS * steps
-    loop_rate = record.run.bytes / in_process
-    del out
+    """The scored run (trainer, predictor, auditor, scorer) vs the same loop in one process
+    with the scored forward, at two budgets. The crew starts during the probe stage, so the
+    train stage holds no start-up; probe + train holds all of it."""
+    report: dict[str, Any] = {}
+    for budget in (128 * 1024, 256 * 1024):
+        record = _evaluate(budget)
+        seconds = {stage.name: stage.seconds for stage in record.stages}
+        in_process = _train_steps(True) / STEPS * record.run.batches
+        report[f"{budget // 1024}KiB"] = {
+            "batches": record.run.batches,
+            "train_stage_s": round(seconds["train"], 2),
+            "probe_plus_train_s": round(seconds["probe"] + seconds["train"], 2),
+            "in_process_loop_s": round(in_process, 2),
+            "train_stage_vs_loop": round(seconds["train"] / in_process, 3),
+            "probe_plus_train_vs_loop": round(
+                (seconds["probe"] + seconds["train"]) / in_process, 3
+            ),
+        }
+    return report
+
+
+def bench_prefix_audit() -> dict[str, Any]:
+    """Seconds per audited position: the same evaluation with every step audited and with the
+    fewest, side by side (the difference is the audit's cost)."""
+    budget = 64 * 1024
+    everything = _evaluate(budget, prefix_audit_rate=1.0, spot_check_rate=0.02)
+    fewest = _evaluate(budget, prefix_audit_rate=0.01, spot_check_rate=0.02)
+    assert everything.prefix_audit is not None and fewest.prefix_audit is not None
+    extra_s = everything.run.wall_seconds - fewest.run.wall_seconds
+    extra_positions = everything.prefix_audit.positions - fewest.prefix_audit.positions
     return {
-        "train_stage_bytes_per_s": round(stage_rate),
-        "in_process_capture_loop_bytes_per_s": round(loop_rate),
-        "pipeline_overhead_ratio": round(loop_rate / stage_rate, 3),
-        "note": "train stage includes worker start-up and importing torch",
+        "audited_positions": [everything.prefix_audit.positions, fewest.prefix_audit.positions],
+        "train_stage_s": [everything.run.wall_seconds, fewest.run.wall_seconds],
+        "s_per_audited_position": round(extra_s / max(1, extra_positions), 5),
+        "rate_1_vs_rate_0.01": round(everything.run.wall_seconds / fewest.run.wall_seconds, 3),
+    }
+
+
+def _shared(size: int) -> torch.Tensor:
+    fd = os.memfd_create("bench")
+    os.ftruncate(fd, size)
+    return map_buffer(fd)
+
+
+def bench_handoff() -> dict[str, Any]:
+    """Logits into the shared buffer (the predictor's write) vs memcpy of the same bytes into
+    private memory; gpt2-wide logits of 8 × 128 positions."""
+    logits = torch.randn(8, 128, 50257)
+    size = logits.numel() * 4
+    shared = _shared(size)[:size].view(torch.float32).view(logits.shape)
+    private = torch.empty_like(logits)
+    shared.copy_(logits)  # first touch: the pages exist from the first batch on
+
+    def copy_into(target: torch.Tensor) -> Callable[[], float]:
+        def run() -> float:
+            started = time.perf_counter()
+            target.copy_(logits)
+            return time.perf_counter() - started
+
+        return run
+
+    handoff_s, memcpy_s = _median(copy_into(shared), 7), _median(copy_into(private), 7)
+    return {
+        "bytes": size,
+        "handoff_gb_per_s": round(size / handoff_s / 1e9, 2),
+        "memcpy_gb_per_s": round(size / memcpy_s / 1e9, 2),
+        "handoff_vs_memcpy": round(handoff_s / memcpy_s, 3),
+    }
+
+
+def _weight_traffic(model: torch.nn.Module) -> dict[str, Any]:
+    placed, size = place_tensors(describe(model))
+    commit, snapshot, weights = _shared(size), torch.empty(size, dtype=torch.uint8), _shared(size)
+    committer = Committer(model, placed, commit)
+    for parameter in model.parameters():
+        parameter.grad = torch.randn_like(parameter)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+
+    def step() -> float:
+        started = time.perf_counter()
+        optimizer.step()
+        return time.perf_counter() - started
+
+    def traffic() -> float:
+        started = time.perf_counter()
+        committer.commit()
+        snapshot.copy_(commit)
+        weights.copy_(snapshot)
+        return time.perf_counter() - started
+
+    step_s, traffic_s = _median(step, 5), _median(traffic, 5)
+    return {
+        "weights_bytes": size,
+        "commit_and_copies_s": round(traffic_s, 5),
+        "optimizer_step_s": round(step_s, 5),
+        "traffic_vs_optimizer_step": round(traffic_s / step_s, 3),
+    }
+
+
+def bench_commit() -> dict[str, Any]:
+    """A step's weight traffic — the trainer's commit plus the scorer's two copies (snapshot,
+    predictor's buffer) — vs one optimizer step, for the example and a 12 × 768 model."""
+    layers = (torch.nn.Linear(768, 768 * 4) for _ in range(12))
+    return {
+        "example": _weight_traffic(_load_example_model()),
+        "12x768": _weight_traffic(torch.nn.Sequential(*layers)),
     }
 
 
@@ -258,6 +364,9 @@ def main() -> None:
         "capture": bench_capture(),
         "supervisor_stream": bench_supervisor_stream(),
         "pipeline": bench_pipeline_vs_loop(),
+        "prefix_audit": bench_prefix_audit(),
+        "handoff": bench_handoff(),
+        "commit": bench_commit(),
         "ranks": bench_ranks(),
         "hashing": bench_hashing(),
         "worker_start": bench_worker_start(),
