@@ -110,6 +110,15 @@ def render_report(verified: Verified) -> str:
             [[f"{run.batch_size} × {run.seq_len}", run.batches, run.tokens, run.bytes,
               run.stopped_by, run.model_params, run.wall_seconds]],
         ))  # fmt: skip
+    if record.prefix_audit is not None:
+        prefix = record.prefix_audit
+        parts.append(
+            f"<h2>Prefix audit</h2><p>{prefix.steps} steps audited (rate {prefix.rate:g}), "
+            f"{prefix.positions} positions; largest difference {prefix.max_diff_nats:.3g} nats "
+            f"(tolerance {prefix.tolerance_nats:g}). Chance to catch a predictor leaking at 1 % "
+            f"of positions: {prefix.catch_spread_1pct:.4f}; in 1 % of steps: "
+            f"{prefix.catch_steps_1pct:.4f}.</p>"
+        )
     if record.audit is not None:
         audit = record.audit
         parts.append("<h2>Audit and held-out</h2>" + _table(

@@ -23,6 +23,7 @@ from prism_eval.scoring import (
     BatchFigures,
     ScoringRules,
     bits_per_byte,
+    catch_probabilities,
     heldout_terms,
     rank_score,
     stream_sha256,
@@ -132,6 +133,7 @@ def check_consistency(record: Record) -> None:
         last = stream.curve[-1] if stream.curve else None
         if last is None or last.bytes != stream.bytes or last.bpb != bpb:
             raise _mismatch("stream.curve[-1]", last, (stream.bytes, bpb))
+        _check_prefix_audit(record)
         _check_ranks(record, config.get("nproc", 1))
     else:
         if record.score is not None:
@@ -144,6 +146,32 @@ def check_consistency(record: Record) -> None:
             raise VerificationFailed(
                 "verify.inconsistent", "the record's status and reason disagree with its stages"
             )
+
+
+def _check_prefix_audit(record: Record) -> None:
+    """A scored record's prefix audit: counts that fit the run, differences within tolerance,
+    and the catch probabilities recomputed from its counts (docs/scoring.md §4.4)."""
+    audit, run = record.prefix_audit, record.run
+    assert run is not None
+    if audit is None:
+        raise VerificationFailed("verify.inconsistent", "a scored record has no prefix audit")
+    if audit.steps > run.batches or audit.positions > audit.steps * run.batch_size:
+        raise VerificationFailed(
+            "verify.inconsistent",
+            f"the prefix audit covered {audit.steps} steps and {audit.positions} positions of a "
+            f"run of {run.batches} batches of {run.batch_size} rows",
+        )
+    if audit.max_diff_nats > audit.tolerance_nats:
+        raise VerificationFailed(
+            "verify.inconsistent",
+            f"a scored record whose prefix audit differed by {audit.max_diff_nats} nats "
+            f"(tolerance {audit.tolerance_nats})",
+        )
+    expected = catch_probabilities(audit.positions, audit.rate, run.batches)
+    if (audit.catch_spread_1pct, audit.catch_steps_1pct) != expected:
+        raise _mismatch(
+            "prefix_audit.catch_*", (audit.catch_spread_1pct, audit.catch_steps_1pct), expected
+        )
 
 
 def _check_ranks(record: Record, nproc: int) -> None:

@@ -30,6 +30,7 @@ from prism_eval.record import (
     Evaluator,
     Inputs,
     IsolationLayer,
+    PrefixAudit,
     RankFigures,
     RanksCheck,
     Reason,
@@ -51,6 +52,7 @@ from prism_eval.scoring import (
     SCORING_VERSION,
     BatchFigures,
     bits_per_byte,
+    catch_probabilities,
     final_score,
     learning_curve,
     stream_sha256,
@@ -128,6 +130,15 @@ def make_record(
             model_params=1000,
             float_buffer_elements=0,
             wall_seconds=wall_seconds,
+        ),
+        prefix_audit=PrefixAudit(
+            rate=0.1,
+            tolerance_nats=1e-4,
+            steps=1,
+            positions=4,
+            max_diff_nats=0.0,
+            catch_spread_1pct=catch_probabilities(4, 0.1, len(figures))[0],
+            catch_steps_1pct=catch_probabilities(4, 0.1, len(figures))[1],
         ),
         stream=StreamSummary(
             sha256=stream_sha256(figures),
@@ -275,6 +286,28 @@ def test_record_resigned_with_run_bytes_off_by_one_is_inconsistent(
     error = rule_of(signed_bytes(record.model_copy(update={"run": run}), identity), pubkey_path)
     assert error.rule_id == "verify.inconsistent"
     assert "run.bytes" in error.message
+
+
+@pytest.mark.parametrize(
+    ("update", "says"),
+    [
+        ({"catch_spread_1pct": 0.99}, "prefix_audit.catch_*"),
+        ({"rate": 0.5}, "prefix_audit.catch_*"),
+        ({"max_diff_nats": 0.5}, "differed by 0.5 nats"),
+        ({"positions": 400}, "covered 1 steps and 400 positions"),
+        (None, "has no prefix audit"),
+    ],
+)
+def test_record_resigned_with_a_prefix_audit_that_does_not_add_up_is_inconsistent(
+    identity: attest.SigningIdentity, pubkey_path: Path, update: dict[str, Any] | None, says: str
+) -> None:
+    record = good_record(identity)
+    assert record.prefix_audit is not None
+    audit = None if update is None else record.prefix_audit.model_copy(update=update)
+    raw = signed_bytes(record.model_copy(update={"prefix_audit": audit}), identity)
+    error = rule_of(raw, pubkey_path)
+    assert error.rule_id == "verify.inconsistent"
+    assert says in error.message
 
 
 def _ranks_check(nproc: int, batches: list[int]) -> RanksCheck:
