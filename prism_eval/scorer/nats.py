@@ -11,24 +11,17 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-# Bound the float32 copy of the logits: a gpt2-width batch would otherwise need gigabytes.
-MAX_CHUNK_ELEMENTS = 1 << 26
-
 
 def position_nats(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Nats of each target: logits (rows, cols, width) any float dtype, targets (rows, cols - 1)
-    int64 → (rows, cols - 1) float32. The logits' last column predicts nothing and is ignored."""
-    rows, cols, width = logits.shape
-    steps = cols - 1
-    out = torch.empty((rows, steps), dtype=torch.float32, device=logits.device)
-    chunk_rows = max(1, MAX_CHUNK_ELEMENTS // max(1, steps * width))
-    for start in range(0, rows, chunk_rows):
-        chunk = logits[start : start + chunk_rows, :steps].float()  # (chunk, steps, width)
-        out[start : start + chunk_rows] = F.cross_entropy(
-            chunk.reshape(-1, width),
-            targets[start : start + chunk_rows].reshape(-1),
-            reduction="none",
-        ).view(chunk.shape[0], steps)
+    int64 → (rows, cols - 1) float32. The logits' last column predicts nothing and is ignored.
+
+    Row by row: a row's first cols − 1 positions are contiguous, so float32 logits are read
+    where they lie (no copy), and a wider dtype is converted one row at a time."""
+    rows, cols, _ = logits.shape
+    out = torch.empty((rows, cols - 1), dtype=torch.float32, device=logits.device)
+    for row in range(rows):
+        out[row] = F.cross_entropy(logits[row, :-1].float(), targets[row], reduction="none")
     return out
 
 

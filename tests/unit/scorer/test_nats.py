@@ -46,12 +46,16 @@ def test_wider_logits_only_waste_probability() -> None:
     assert float(nats.position_nats(wide, targets)[0, 0]) == pytest.approx(math.log(8))
 
 
-def test_chunking_does_not_change_a_single_bit(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_rows_nats_do_not_depend_on_the_other_rows() -> None:
     logits = torch.randn(7, 9, 13, generator=torch.Generator().manual_seed(1))
     targets = torch.randint(0, 13, (7, 8), generator=torch.Generator().manual_seed(2))
     whole = nats.position_nats(logits, targets)
-    monkeypatch.setattr(nats, "MAX_CHUNK_ELEMENTS", 1)  # one row at a time
-    assert torch.equal(nats.position_nats(logits, targets), whole)
+    alone = torch.cat([nats.position_nats(logits[r : r + 1], targets[r : r + 1]) for r in range(7)])
+    assert torch.equal(alone, whole)
+    flat = torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, 13), targets.reshape(-1), reduction="none"
+    )
+    assert torch.equal(flat.view(7, 8), whole)  # as one batched call would score them
 
 
 def test_bfloat16_logits_are_scored_in_float32() -> None:
