@@ -45,7 +45,7 @@ def read_final_weights(path: Path, max_bytes: int) -> Artifacts:
     except FileNotFoundError as exc:
         raise Failed(
             "audit.missing_final_weights",
-            "the train worker did not leave final.safetensors: the scored model was not saved",
+            "the trainer did not leave final.safetensors: the scored model was not saved",
         ) from exc
     except OSError as exc:
         raise _bad(path, f"cannot open it ({exc.strerror})") from exc

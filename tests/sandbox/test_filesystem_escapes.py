@@ -93,7 +93,7 @@ def test_readable_data_access_grants_the_train_split_only(
 
 def test_dev_shm_is_private_to_each_worker(run_attack: RunAttack) -> None:
     # Every worker (probe, train, audit) imports architecture.py and leaves a file in /dev/shm,
-    # which stays writable for DataLoader workers. The train worker must see only its own, and
+    # which stays writable for DataLoader workers. The trainer must see only its own, and
     # nothing may be left on the host: no stash from the probe, none for the referee.
     token = f"prism-stash-{os.getpid()}-"
     result = run_attack(
