@@ -52,6 +52,7 @@ from prism_eval.sandbox.session import (
     launch_job,
     lost_worker_error,
 )
+from prism_eval.sandbox.spawner import Spawner
 from prism_eval.scoring import bits_per_byte
 from prism_eval.shared_memory import SharedBuffers
 from prism_eval.stream import PackedBatch
@@ -161,6 +162,7 @@ def run_audit(
     scratch: Callable[[str], Path],
     config: EvalConfig,
     scorer: WorkerProcess,
+    spawner: Spawner | None,
     *,
     first: ScoredBatch,
     recent: list[ScoredBatch],
@@ -172,7 +174,7 @@ def run_audit(
     # One wall-clock budget for the whole referee, not one per role.
     deadline = time.monotonic() + config.probe_timeout_s + config.train_timeout_s
     limits = Limits(deadline, config.idle_timeout_s, lambda: None)
-    worker = launch_job(spec, scratch(spec.job), config)
+    worker = launch_job(spec, scratch(spec.job), config, (), spawner)
     try:
         await_ready(worker, spec, config, on_ready)
         expect(worker, ModelLayout, 0, limits, AUDIT_FAILURES, spec.bundle_dir, "audit")

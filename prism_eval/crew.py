@@ -1,10 +1,11 @@
 """Supervisor: the children of the probe and train stages, started together.
 
-Each child imports torch when it starts (seconds of CPU). So that these start-ups overlap, the
-whole crew is launched when the probe stage begins: the probe worker (which goes on as the
-scored run's predictor), the trainer and the auditor — both gated: they load nothing of the
-bundle until the probe has passed and the train stage says `Go` — and the trusted scorer, which
-serves the audit stage too. Whoever ends the evaluation kills what is left (`kill`).
+The whole crew is launched when the probe stage begins: the trusted scorer (started with exec:
+its torch import overlaps the rest), then, forked from the evaluation's zygote (spawner.py), the
+probe worker (which goes on as the scored run's predictor), the trainer and the auditor — both
+gated: they load nothing of the bundle until the probe has passed and the train stage says
+`Go`. The scorer serves the audit stage too. Whoever ends the evaluation kills what is left
+(`kill`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from prism_eval.config import EvalConfig
 from prism_eval.protocol import JobSpec
 from prism_eval.sandbox.launch import WorkerProcess
 from prism_eval.sandbox.session import launch_job, launch_scorer
+from prism_eval.sandbox.spawner import Spawner
 
 
 @dataclass(frozen=True)
@@ -47,19 +49,27 @@ class Crew:
             child.kill()
 
 
-def launch_crew(jobs: CrewJobs, config: EvalConfig, probe_input: tuple[BaseModel, bytes]) -> Crew:
-    """Launch every child without waiting for any (the probe gets its input with its job)."""
+def launch_crew(
+    jobs: CrewJobs,
+    config: EvalConfig,
+    probe_input: tuple[BaseModel, bytes],
+    spawner: Spawner | None,
+) -> Crew:
+    """Launch every child without waiting for any (the probe gets its input with its job); the
+    workers are forked from `spawner`'s zygote (started with exec without one)."""
     gated = {"gated": True}
     launched: list[WorkerProcess] = []
     try:
-        launched.append(launch_job(jobs.probe, jobs.scratch("probe"), config, [probe_input]))
+        launched.append(launch_scorer(jobs.scratch("scorer"), config))  # its import overlaps
+        launched.append(
+            launch_job(jobs.probe, jobs.scratch("probe"), config, [probe_input], spawner)
+        )
         for spec in (jobs.trainer, jobs.auditor):
-            launched.append(
-                launch_job(spec.model_copy(update=gated), jobs.scratch(spec.job), config)
-            )
-        launched.append(launch_scorer(jobs.scratch("scorer"), config))
+            gated_spec = spec.model_copy(update=gated)
+            launched.append(launch_job(gated_spec, jobs.scratch(spec.job), config, (), spawner))
     except BaseException:
         for child in launched:
             child.kill()
         raise
-    return Crew(jobs, *launched)
+    scorer, predictor, trainer, auditor = launched
+    return Crew(jobs, predictor, trainer, auditor, scorer)

@@ -42,7 +42,9 @@ from prism_eval.record import (
 )
 from prism_eval.review import VerifiedVerdict, load_verdict, require_allow
 from prism_eval.sandbox.host import host_checks, inet_socket_refusal
+from prism_eval.sandbox.launch import worker_environment
 from prism_eval.sandbox.policy import prepare_worker_dirs, sandbox_spec
+from prism_eval.sandbox.spawner import Spawner
 from prism_eval.scored_run import TrainOutcome, run_training
 from prism_eval.scoring import (
     SCORING_VERSION,
@@ -135,6 +137,7 @@ class Evaluation:
         self.host_layers: list[LayerReport] = host_checks()
         self.review: VerifiedVerdict | None = None
         self.crew: Crew | None = None
+        self.spawner: Spawner | None = None
         self.ranks: RanksCheck | None = None
 
     # ---- stages -------------------------------------------------------------------------
@@ -221,7 +224,7 @@ class Evaluation:
             auditor=self._job_spec("auditor"),
             scratch=self._scratch,
         )
-        self.crew = launch_crew(jobs, self.config, probe_request(jobs.probe))
+        self.crew = launch_crew(jobs, self.config, probe_request(jobs.probe), self._spawner())
         self.probe = run_probe(self.crew.predictor, jobs.probe, self.config, self._worker_ready)
         return f"{self.probe.params:,} parameters, logits width {self.probe.logits_width:,}"
 
@@ -283,6 +286,7 @@ class Evaluation:
             self._scratch,
             self.config,
             self.crew.scorer,
+            self._spawner(),
             first=self.train.first,
             recent=list(self.train.recent),
             heldout=heldout,
@@ -309,6 +313,7 @@ class Evaluation:
         self.ranks = run_ranks_check(
             [self._rank_job(rank, nproc) for rank in range(nproc)],
             self.config,
+            self._spawner(),
             documents=iter_documents(self.request.data_dir, self.manifest, "train"),
             tokenizer=self.tokenizer,
         )
@@ -344,6 +349,17 @@ class Evaluation:
         return f"bpb {bpb:.4f} over {scored_bytes:,} bytes; final score {final:.6f}"
 
     # ---- plumbing -----------------------------------------------------------------------
+
+    def _spawner(self) -> Spawner | None:
+        """The evaluation's zygote, started on first use (spawner.py). None on CUDA runs: CUDA
+        cannot be used in a child forked from a process that touched it, so workers there are
+        started with exec."""
+        if self.config.device == "cuda":
+            return None
+        if self.spawner is None:
+            scratch = self._scratch("zygote")
+            self.spawner = Spawner(scratch, worker_environment(scratch, self.config.threads))
+        return self.spawner
 
     def _worker_ready(self, ready: Ready, layers: list[LayerReport]) -> None:
         """Note how the latest worker was set up: the record reports its isolation."""
@@ -450,6 +466,8 @@ class Evaluation:
         finally:  # whatever ended the run, no child outlives it
             if self.crew is not None:
                 self.crew.kill()
+            if self.spawner is not None:
+                self.spawner.close()
 
     def _run(self, steps: dict[str, Callable[[], str | Skipped]]) -> tuple[Status, Reason]:
         for name, step in steps.items():

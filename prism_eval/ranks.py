@@ -34,6 +34,7 @@ from prism_eval.protocol import JobSpec, LayerReport, ProtocolError, StreamAccep
 from prism_eval.record import RankFigures, RanksCheck
 from prism_eval.sandbox.launch import QuotaExceeded, WorkerProcess, WorkerTimeout
 from prism_eval.sandbox.session import lost_worker_error, start_job
+from prism_eval.sandbox.spawner import Spawner
 from prism_eval.scored_run import (
     artifacts_watch,
     await_stream_open,
@@ -173,8 +174,11 @@ def open_namespaces(rank0: WorkerProcess) -> tuple[int | None, int]:
 class _Ranks:
     """The N workers of one check: started, driven one thread each, killed together."""
 
-    def __init__(self, config: EvalConfig, stream: SharedStream, deadline: float) -> None:
+    def __init__(
+        self, config: EvalConfig, stream: SharedStream, deadline: float, spawner: Spawner | None
+    ) -> None:
         self.config, self.stream, self.deadline = config, stream, deadline
+        self.spawner = spawner
         self.workers: list[WorkerProcess] = []
         self.rank0_layers: list[LayerReport] = []
         self.rank0_network = ""
@@ -183,7 +187,7 @@ class _Ranks:
         self.first_error: PrismError | None = None
 
     def start(self, job: RankJob) -> WorkerProcess:
-        worker, _, layers = start_job(job.spec, job.scratch_dir, self.config)
+        worker, _, layers = start_job(job.spec, job.scratch_dir, self.config, spawner=self.spawner)
         with self._lock:
             self.workers.append(worker)
             if self._aborted:  # another rank already ended the check
@@ -258,6 +262,7 @@ def _start_and_run(ranks: _Ranks, job: RankJob) -> list[PackedBatch]:
 def run_ranks_check(
     jobs: list[RankJob],
     config: EvalConfig,
+    spawner: Spawner | None,
     *,
     documents: Iterable[Document],
     tokenizer: Tokenizer,
@@ -266,7 +271,7 @@ def run_ranks_check(
     started = time.monotonic()
     nproc = len(jobs)
     stream = SharedStream(jobs[0].spec, documents, tokenizer, nproc, config)
-    ranks = _Ranks(config, stream, started + config.train_timeout_s)
+    ranks = _Ranks(config, stream, started + config.train_timeout_s, spawner)
     try:
         rank0 = ranks.start(jobs[0])
     except PrismError as exc:

@@ -69,6 +69,7 @@ from prism_eval.protocol.trainer import (
     StreamRefused,
     TrainDone,
 )
+from prism_eval.protocol.zygote import Exited, Spawn, Spawned
 
 SupervisorMessage = Annotated[
     JobSpec
@@ -85,7 +86,8 @@ SupervisorMessage = Annotated[
     | Snapshot
     | Score
     | CopyToAuditor
-    | Compare,
+    | Compare
+    | Spawn,
     Field(discriminator="type"),
 ]
 
@@ -101,7 +103,9 @@ ChildMessage = Annotated[
     | Snapshotted
     | Scored
     | Copied
-    | Compared,
+    | Compared
+    | Spawned
+    | Exited,
     Field(discriminator="type"),
 ]
 
@@ -144,6 +148,7 @@ __all__ = [
     "Compared",
     "Copied",
     "CopyToAuditor",
+    "Exited",
     "Failure",
     "Go",
     "JobSpec",
@@ -168,6 +173,8 @@ __all__ = [
     "ScorerSetup",
     "Snapshot",
     "Snapshotted",
+    "Spawn",
+    "Spawned",
     "StreamAccepted",
     "StreamEnd",
     "StreamOpen",

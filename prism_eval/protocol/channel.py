@@ -33,6 +33,14 @@ class Channel:
         self._sock = socket.socket(fileno=fd)
         self._fds: list[int] = []
 
+    def fileno(self) -> int:
+        """The channel's descriptor (for select)."""
+        return self._sock.fileno()
+
+    def detach(self) -> None:
+        """Forget the descriptor without closing it (a forked child closes it itself)."""
+        self._sock.detach()
+
     def send(self, message: BaseModel) -> None:
         """Send one message."""
         self._sock.sendall(encode_frame(message))

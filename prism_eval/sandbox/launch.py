@@ -34,6 +34,7 @@ from prism_eval.protocol import (
     read_frame,
 )
 from prism_eval.sandbox.cgroup import WorkerCgroup
+from prism_eval.sandbox.spawner import ForkedChild, Spawner
 
 # Variables a worker may inherit; everything else (keys, tokens, paths) stays behind.
 PASSTHROUGH_ENV = (
@@ -105,7 +106,9 @@ class WorkerProcess:
         cgroup: WorkerCgroup | None = None,
         inherit_fds: tuple[int, ...] = (),
         module: str = "prism_eval.worker",
+        spawner: Spawner | None = None,
     ) -> None:
+        """Start `module` with exec, or, given a spawner, fork a worker from its zygote."""
         self.name = name
         self.cgroup = cgroup
         self.peak_memory_bytes: int | None = None
@@ -117,23 +120,29 @@ class WorkerProcess:
         parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         self._sock = parent
         self.output_tail: collections.deque[str] = collections.deque(maxlen=OUTPUT_TAIL_LINES)
-        self._process = subprocess.Popen(
-            [sys.executable, "-s", "-P", "-m", module, "--fd", str(child.fileno())],
-            pass_fds=(child.fileno(), *inherit_fds),
-            env=worker_environment(scratch_dir, threads),
-            cwd=scratch_dir,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        child.close()
+        env = worker_environment(scratch_dir, threads)
+        output: IO[bytes] | None
+        try:
+            if spawner is None:
+                self._process: subprocess.Popen[bytes] | ForkedChild = subprocess.Popen(
+                    [sys.executable, "-s", "-P", "-m", module, "--fd", str(child.fileno())],
+                    pass_fds=(child.fileno(), *inherit_fds),
+                    env=env,
+                    cwd=scratch_dir,
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )
+                output = self._process.stdout
+            else:
+                self._process, output = spawner.spawn(env, scratch_dir, child.fileno(), inherit_fds)
+        finally:
+            child.close()
         if cgroup is not None:  # before the job is sent: nothing big is allocated yet
             cgroup.add(self._process.pid)
-        assert self._process.stdout is not None
-        self._forwarder = threading.Thread(
-            target=self._forward_output, args=(self._process.stdout,), daemon=True
-        )
+        assert output is not None
+        self._forwarder = threading.Thread(target=self._forward_output, args=(output,), daemon=True)
         self._forwarder.start()
 
     def _forward_output(self, stream: IO[bytes]) -> None:

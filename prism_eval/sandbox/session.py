@@ -29,6 +29,7 @@ from prism_eval.protocol import (
 )
 from prism_eval.sandbox.cgroup import WorkerCgroup
 from prism_eval.sandbox.launch import QuotaExceeded, WorkerProcess, WorkerTimeout
+from prism_eval.sandbox.spawner import Spawner
 
 OnReady = Callable[[Ready, list[LayerReport]], None]
 READY_TIMEOUT_S = 120.0  # importing torch on a cold, busy machine
@@ -54,8 +55,10 @@ def launch_job(
     scratch_dir: Path,
     config: EvalConfig,
     inputs: Sequence[tuple[BaseModel, bytes]] = (),
+    spawner: Spawner | None = None,
 ) -> WorkerProcess:
-    """Start a sandboxed worker for `spec` and send it the job and `inputs`; do not wait.
+    """Start a sandboxed worker for `spec` (forked from `spawner`'s zygote when given) and send
+    it the job and `inputs`; do not wait.
 
     Inputs go out with the job, while the worker is still importing torch and before any
     miner code runs, so a worker that later dies cannot make these sends fail.
@@ -68,7 +71,7 @@ def launch_job(
         for fd in (spec.sandbox.join_user_namespace_fd, spec.sandbox.join_network_namespace_fd)
         if fd is not None
     )
-    worker = WorkerProcess(name, scratch_dir, spec.threads, cgroup, inherit)
+    worker = WorkerProcess(name, scratch_dir, spec.threads, cgroup, inherit, spawner=spawner)
     try:
         worker.send(spec)
         for message, body in inputs:
@@ -124,9 +127,10 @@ def start_job(
     config: EvalConfig,
     inputs: Sequence[tuple[BaseModel, bytes]] = (),
     on_ready: OnReady | None = None,
+    spawner: Spawner | None = None,
 ) -> tuple[WorkerProcess, Ready, list[LayerReport]]:
     """`launch_job` then `await_ready`: a sandboxed worker, set up and about to run its job."""
-    worker = launch_job(spec, scratch_dir, config, inputs)
+    worker = launch_job(spec, scratch_dir, config, inputs, spawner)
     message, layers = await_ready(worker, spec, config, on_ready)
     return worker, message, layers
 

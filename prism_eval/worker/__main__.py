@@ -1,9 +1,10 @@
-"""Worker (sandboxed): process entry point, `python -m prism_eval.worker --fd N`.
+"""Worker (sandboxed): process entry point, `python -m prism_eval.worker --fd N`, or `main()` in a
+child the evaluation's zygote forked (zygote.py).
 
 Order is the point of this file: receive the job; apply the isolation layers while the
-process still has one thread; only then import torch (which starts threads) and set seeds
-and deterministic flags; install seccomp on every thread; report ready; and only then import
-miner code.
+process still has one thread; only then import torch (which starts threads; in a forked child
+the zygote, which runs no miner code, has imported it already) and set seeds and deterministic
+flags; install seccomp on every thread; report ready; and only then import miner code.
 """
 
 from __future__ import annotations

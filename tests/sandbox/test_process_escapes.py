@@ -132,3 +132,24 @@ def test_fork_bomb_is_bounded_and_cleaned_up(run_attack: RunAttack) -> None:
         ["pgrep", "-f", "prism_eval.worker"], capture_output=True, text=True
     ).stdout.split()
     assert leftovers == []
+
+
+def test_a_worker_holds_no_descriptor_but_its_own(run_attack: RunAttack) -> None:
+    # Workers are forked from the evaluation's zygote: whatever it or an earlier worker had
+    # open (its channel to the supervisor, other workers' pipes and buffers) must not reach a
+    # later one. The trainer holds stdin, stdout, stderr and its channel, nothing else.
+    result = run_attack(
+        """
+        import os, sys
+
+        def attack(ctx):
+            channel = sys.argv[sys.argv.index("--fd") + 1]
+            fds = sorted(set(os.listdir("/proc/self/fd")) - {"0", "1", "2", channel})
+            targets = [os.readlink(f"/proc/self/fd/{fd}") for fd in fds if os.path.exists(
+                f"/proc/self/fd/{fd}")]
+            raise RuntimeError(f"extra descriptors: {targets}")
+        """
+    )
+    _, rule, message = reason(result)
+    assert rule == "train.exception"
+    assert message.endswith("extra descriptors: []"), message
