@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import secrets
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 from pydantic import BaseModel
@@ -86,7 +86,6 @@ class AuditTally:
     audited_steps: int = 0
     audited_positions: int = 0
     max_diff_nats: float = 0.0
-    step_indices: list[int] = field(default_factory=list)
 
 
 def audit_rate(config: EvalConfig, first_batch_bytes: int) -> float:
@@ -165,15 +164,12 @@ class Capture:
         """The predictor's inputs for `rows` (see `withhold_last`)."""
         return withhold_last(rows, self.fixed_token)
 
-    # ---- the secret checks, after the reveal -------------------------------------------
-
-    # With seq_len 2 every input but the withheld column is a target's own past: no future to
-    # leak, nothing to check (hence `cols >= 3` below).
+    # ---- the secret checks (with seq_len 2 there is no future to leak: nothing to check) ---
 
     def prefix_audit(self, batch: PackedBatch) -> None:
-        """Decide now, in secret, whether to prefix-audit this step, and do it. Called before
-        the batch is revealed: then the trainer, which could help the auditor, knows nothing of
-        it either."""
+        """Decide now, in secret, whether to prefix-audit this step, and do it. Called once the
+        loss is final and before the batch is revealed: then the trainer, which could help the
+        auditor, knows nothing of it either."""
         rows, cols = batch.rows.shape
         if not self.tally.rate:
             self.tally.rate = audit_rate(self.config, batch.bytes)
@@ -182,7 +178,8 @@ class Capture:
 
     def spot_check(self, batch: PackedBatch) -> None:
         """Decide now, in secret, whether to spot-check this step; if so, ask the predictor again
-        with the tokens after a secret position changed: earlier nats must stay."""
+        with the tokens after a secret position changed: earlier nats must stay. Called after
+        the reveal, while the trainer trains."""
         rows, cols = batch.rows.shape
         if not (self._secret.random() < self.config.spot_check_rate and cols >= 3):
             return
@@ -229,7 +226,6 @@ class Capture:
         tally.audited_steps += 1
         tally.audited_positions += len(diffs)
         tally.max_diff_nats = max(tally.max_diff_nats, *diffs)
-        tally.step_indices.append(index)
 
     # ---- plumbing ----------------------------------------------------------------------
 
