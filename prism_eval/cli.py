@@ -167,6 +167,7 @@ def run(
     """
     from prism_eval.attest import signed_record_bytes
     from prism_eval.evaluation import evaluate
+    from prism_eval.interrupts import sigterm_interrupts
     from prism_eval.pipeline import RunRequest, load_request_config
 
     config, config_error = load_request_config(
@@ -193,7 +194,8 @@ def run(
         submitter=submitter,
         submitted_at=_utc_iso(submitted_at),
     )
-    signed = evaluate(request, dict(os.environ))
+    with sigterm_interrupts():  # a SIGTERM ends the run in a record too (run.interrupted)
+        signed = evaluate(request, dict(os.environ))
     sys.stdout.buffer.write(signed_record_bytes(signed) + b"\n")
     sys.stdout.flush()
     sys.exit(EXIT_CODES[signed.record.status])

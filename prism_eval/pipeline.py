@@ -25,6 +25,7 @@ from prism_eval.contract import Contract, check_contract
 from prism_eval.crew import Crew, CrewJobs, launch_crew
 from prism_eval.data import DataManifest, iter_documents, manifest_sha256, verify_data_dir
 from prism_eval.errors import EvaluatorError, Failed, PrismError, Rejected, Status
+from prism_eval.interrupts import interruption_name
 from prism_eval.lint import lint_bundle, raise_on_findings
 from prism_eval.probing import ProbeOutcome, probe_request, run_probe
 from prism_eval.progress import TrainProgress, say
@@ -477,6 +478,15 @@ class Evaluation:
             except PrismError as exc:
                 self._end_at(name, exc, time.monotonic() - started)
                 return exc.status, Reason(rule_id=exc.rule_id, message=exc.message, hint=exc.hint)
+            except KeyboardInterrupt as exc:  # SIGINT, or SIGTERM through interrupts.py
+                error = EvaluatorError(
+                    "run.interrupted",
+                    f"the run was interrupted by {interruption_name(exc)} during the {name} stage",
+                    hint="nothing is wrong with the bundle: run it again",
+                )
+                self._end_at(name, error, time.monotonic() - started)
+                return error.status, Reason(rule_id=error.rule_id, message=error.message,
+                                            hint=error.hint)  # fmt: skip
             except Exception as exc:  # a bug of ours: status error, never the miner's fault
                 traceback.print_exc(file=sys.stderr)
                 error = EvaluatorError(

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
 from prism_eval.verify import verify_record
-from tests.conftest import BUNDLES, DATA, TEST_BUDGET, CliResult, run_cli
+from tests.conftest import BUNDLES, DATA, ROOT, TEST_BUDGET, CliResult, run_cli
 
 
 def test_example_is_scored_with_a_plausible_bpb(example_run: tuple[CliResult, Path]) -> None:
@@ -154,3 +158,34 @@ def test_record_states_worker_and_host_layers(example_run: tuple[CliResult, Path
 
     names = [layer["name"] for layer in example_run[0].record["isolation"]]
     assert names == [*ISOLATION_LAYERS, *HOST_LAYERS]
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGTERM, signal.SIGINT])
+def test_an_interrupted_run_still_prints_its_record(signal_number: int, tmp_path: Path) -> None:
+    # A Kubernetes eviction or a CI timeout sends SIGTERM; Ctrl-C sends SIGINT.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "prism_eval", "run", str(BUNDLES / "ok_tiny_transformer"),
+         "--byte-budget", str(64 * 2**20)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )  # fmt: skip
+    assert process.stderr is not None
+    for line in process.stderr:  # wait until training is under way
+        if b"training:" in line:
+            break
+    time.sleep(2)
+    process.send_signal(signal_number)
+    stdout, _ = process.communicate(timeout=120)
+    result = CliResult(process.returncode, stdout, "")
+    record = result.record
+    assert result.exit_code == 5
+    assert (record["status"], record["reason"]["rule_id"]) == ("error", "run.interrupted")
+    name = signal.Signals(signal_number).name
+    assert record["reason"]["message"] == (
+        f"the run was interrupted by {name} during the train stage"
+    )
+    stages = {stage["name"]: stage["status"] for stage in record["stages"]}
+    assert stages["probe"] == "passed" and stages["train"] == "error"
+    assert stages["audit"] == "skipped"
+    assert record["run"]["batches"] > 0  # what was scored before the signal is kept
