@@ -49,6 +49,32 @@ def handles_errors(function: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def trust_options(function: F) -> F:
+    """--pubkey, --keyring and --any-signer: whose signatures a command accepts. Without a
+    trusted key the command refuses (verify.no_trusted_key) unless --any-signer is given."""
+    options = [
+        click.option("--pubkey", "pubkeys", multiple=True,
+                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="A trusted signer's public key (repeatable)."),
+        click.option("--keyring", "keyrings", multiple=True,
+                     type=click.Path(exists=True, dir_okay=False, path_type=Path),
+                     help="A file of trusted public keys, PEM blocks one after another "
+                     "(repeatable)."),
+        click.option("--any-signer", is_flag=True,
+                     help="Accept the key the record names: integrity only, not identity "
+                     "(the output says identity: unverified)."),
+    ]  # fmt: skip
+    for option in reversed(options):
+        function = option(function)
+    return function
+
+
+def _trust(pubkeys: tuple[Path, ...], keyrings: tuple[Path, ...], any_signer: bool) -> Any:
+    from prism_eval.verify import TrustedKeys
+
+    return TrustedKeys.from_files(pubkeys, keyrings, any_signer)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="prism-eval")
 @click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
@@ -259,7 +285,7 @@ def review(
 
 @main.command()
 @click.argument("record", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--pubkey", type=click.Path(exists=True, path_type=Path), help="Signer's key.")
+@trust_options
 @click.option(
     "--stream",
     "stream_path",
@@ -306,7 +332,9 @@ def review(
 @handles_errors
 def verify(
     record: Path,
-    pubkey: Path | None,
+    pubkeys: tuple[Path, ...],
+    keyrings: tuple[Path, ...],
+    any_signer: bool,
     stream_path: Path | None,
     reproduce: bool,
     bundle: Path | None,
@@ -316,24 +344,30 @@ def verify(
     review_verdict: Path | None,
     reviewer_keys: tuple[Path, ...],
 ) -> None:
-    """Verify RECORD: schema, signature, and that its score recomputes from its figures.
+    """Verify RECORD: signature by a trusted key, schema, and that its score recomputes from its
+    figures.
 
-    Without --pubkey the signature is checked against the key the record names, which shows
-    integrity but not who signed. With --reproduce the evaluation runs again under the
-    record's config and seed, and the reproducible core (subject, inputs, run, stream, audit,
-    score) must match: bit for bit on the same stack (tolerance 0), or within --tolerance
-    across hardware (1e-3 is a reasonable bound there: kernels differ in the last bits and
-    training amplifies it). A mismatch lists each field with both values and, with --stream,
-    the first diverging batch. Exit 0 when it verifies (and reproduces), 1 when it does not.
+    The signer must be one of the --pubkey / --keyring keys; without any, verify refuses (exit
+    1, verify.no_trusted_key) unless --any-signer asks for integrity only, checked against the
+    key the record names (the output then says "identity": "unverified").
+
+    With --reproduce the evaluation runs again under the record's config and seed, and the
+    reproducible core (subject, inputs, run, stream, audit, score) must match: bit for bit on
+    the same stack (tolerance 0), or within --tolerance across hardware (1e-3 is a reasonable
+    bound there: kernels differ in the last bits and training amplifies it). A mismatch lists
+    each field with both values and, with --stream, the first diverging batch. Exit 0 when it
+    verifies (and reproduces), 1 when it does not.
 
     \b
     Examples:
       prism-eval verify out/record.json --pubkey validator.pub --stream out/stream.json
-      prism-eval verify out/record.json --reproduce --bundle bundle.zip --stream out/stream.json
+      prism-eval verify record.json --keyring validators.pem --reproduce --bundle bundle.zip
+      prism-eval verify record.json --any-signer      # integrity only
     """  # fmt: skip
     from prism_eval.verify import verify_record
 
-    verified = verify_record(record.read_bytes(), pubkey, stream_path)
+    trust = _trust(pubkeys, keyrings, any_signer)
+    verified = verify_record(record.read_bytes(), trust, stream_path)
     if reproduce:
         from prism_eval.reproduce import reproduce as run_again
 
@@ -350,13 +384,13 @@ def verify(
             reviewer_keys=reviewer_keys,
         )
     if not verified.pinned:
-        click.echo("prism-eval: signature checked against the record's own key; pass --pubkey "
-                   "to check who signed", err=True)  # fmt: skip
+        click.echo("prism-eval: integrity only: signed by the key the record names, which no "
+                   "trusted key vouches for", err=True)  # fmt: skip
     score = verified.record.score
     _emit(
         {
             "verified": True,
-            "pinned_key": verified.pinned,
+            "identity": verified.identity,
             "status": verified.record.status,
             "bundle_sha256": verified.record.subject.bundle_sha256,
             "bpb": score.bpb if score else None,
@@ -390,9 +424,15 @@ def export(record: Path, dsse: bool) -> None:
 @click.argument("record", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--out", "out_path", type=click.Path(path_type=Path), default="report.html",
               show_default=True, help="Where to write the page.")  # fmt: skip
-@click.option("--pubkey", type=click.Path(exists=True, path_type=Path), help="Signer's key.")
+@trust_options
 @handles_errors
-def report(record: Path, out_path: Path, pubkey: Path | None) -> None:
+def report(
+    record: Path,
+    out_path: Path,
+    pubkeys: tuple[Path, ...],
+    keyrings: tuple[Path, ...],
+    any_signer: bool,
+) -> None:
     """Write a self-contained HTML page for RECORD: status, stages, learning curve, audit.
 
     The record is verified first; the page says whether the signer's key was pinned.
@@ -404,22 +444,32 @@ def report(record: Path, out_path: Path, pubkey: Path | None) -> None:
     from prism_eval.report import render_report
     from prism_eval.verify import verify_record
 
-    _write_out(out_path, render_report(verify_record(record.read_bytes(), pubkey)).encode())
+    trust = _trust(pubkeys, keyrings, any_signer)
+    _write_out(out_path, render_report(verify_record(record.read_bytes(), trust)).encode())
     _emit({"report": str(out_path)})
 
 
 @main.command()
 @click.argument("records", nargs=-1, required=True,
                 type=click.Path(exists=True, dir_okay=False, path_type=Path))  # fmt: skip
-@click.option("--pubkey", "pubkeys", multiple=True, type=click.Path(exists=True, path_type=Path),
-              help="Accept records signed by this key (repeatable).")  # fmt: skip
+@trust_options
 @click.option("--weights", "scheme", flag_value="winner", default=None,
               help="Print dry-run weights: everything to the winner.")  # fmt: skip
 @click.option("--proportional-weights", "scheme", flag_value="proportional",
               help="Print dry-run weights proportional to final scores.")  # fmt: skip
 @handles_errors
-def leaderboard(records: tuple[Path, ...], pubkeys: tuple[Path, ...], scheme: str | None) -> None:
+def leaderboard(
+    records: tuple[Path, ...],
+    pubkeys: tuple[Path, ...],
+    keyrings: tuple[Path, ...],
+    any_signer: bool,
+    scheme: str | None,
+) -> None:
     """Rank RECORDS: verify each, keep each submitter's best, order by final score.
+
+    Only records signed by a --pubkey / --keyring key rank; without any trusted key it refuses
+    (exit 1, verify.no_trusted_key) unless --any-signer ranks every intact record (the output
+    then says "identity": "unverified").
 
     Ties within 1e-9 go to the earliest submission, then the lower bundle digest (the
     reference challenge's tie-break). Records that fail verification or were not scored are
@@ -432,8 +482,19 @@ def leaderboard(records: tuple[Path, ...], pubkeys: tuple[Path, ...], scheme: st
     from prism_eval.leaderboard import WeightScheme, build_leaderboard
 
     weighing: WeightScheme = "proportional" if scheme == "proportional" else "winner"
-    board = build_leaderboard(list(records), list(pubkeys), weighing)
+    trust = _trust(pubkeys, keyrings, any_signer)
+    if not trust.keys and not trust.any_signer:
+        from prism_eval.errors import VerificationFailed
+
+        raise VerificationFailed(
+            "verify.no_trusted_key",
+            "no trusted key to check who signed the records",
+            hint="pass the validators' --pubkey (or a --keyring); --any-signer ranks every "
+            "intact record, whoever signed it",
+        )
+    board = build_leaderboard(list(records), trust, weighing)
     document: dict[str, Any] = {
+        "identity": "pinned" if trust.keys else "unverified",
         "ranking": [
             {
                 "rank": rank,

@@ -1,7 +1,8 @@
 """Supervisor: rank verified records — best per submitter, the reference's tie-break, weights.
 
-Every record is verified first (signature, schema, recomputed score; pinned to the given
-public keys when there are any); a record that fails is listed with the reason and left out.
+Every record is verified first (signature by a trusted key, schema, recomputed score; without a
+trusted key only when the caller asked for integrity alone); a record that fails is listed with
+the reason and left out.
 Only `scored` records rank. For each submitter the best record counts. Order: final_score in
 buckets of 1e-9 (higher first), then the earliest submission, then the bundle digest — the
 reference challenge's tie-break, which makes the order total and reproducible.
@@ -16,7 +17,7 @@ from typing import Literal
 
 from prism_eval.errors import VerificationFailed
 from prism_eval.record import Record
-from prism_eval.verify import verify_record
+from prism_eval.verify import TrustedKeys, verify_record
 
 SCORE_BUCKET = 1e-9
 WeightScheme = Literal["winner", "proportional"]
@@ -68,14 +69,14 @@ def dry_run_weights(ranking: list[Entry], scheme: WeightScheme) -> dict[str, flo
 
 
 def build_leaderboard(
-    paths: list[Path], pubkeys: list[Path], scheme: WeightScheme = "winner"
+    paths: list[Path], trust: TrustedKeys, scheme: WeightScheme = "winner"
 ) -> Leaderboard:
     """Verify every record, keep each submitter's best scored one, rank, weigh."""
     best: dict[str, Entry] = {}
     excluded: list[tuple[str, str]] = []
     for path in paths:
         try:
-            record = _verified(path, pubkeys)
+            record = verify_record(path.read_bytes(), trust).record
         except (OSError, VerificationFailed) as exc:
             excluded.append((str(path), str(exc)))
             continue
@@ -88,21 +89,3 @@ def build_leaderboard(
             best[entry.submitter] = entry
     ranking = sorted(best.values(), key=Entry.sort_key)
     return Leaderboard(ranking, excluded, dry_run_weights(ranking, scheme))
-
-
-def _verified(path: Path, pubkeys: list[Path]) -> Record:
-    raw = path.read_bytes()
-    if not pubkeys:
-        return verify_record(raw, None).record
-    failures = []
-    for key in pubkeys:
-        try:
-            return verify_record(raw, key).record
-        except VerificationFailed as exc:
-            failures.append(exc)
-    wrong_key = all(exc.rule_id == "verify.wrong_key" for exc in failures)
-    raise (
-        failures[0]
-        if not wrong_key
-        else VerificationFailed("verify.wrong_key", "signed by none of the given public keys")
-    )

@@ -103,6 +103,31 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     return key
 
 
+def load_keyring(path: Path) -> list[Ed25519PublicKey]:
+    """Every Ed25519 public key in a keyring file: PEM blocks one after another (validators
+    append the next key when they rotate); text outside the blocks is ignored."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise VerificationFailed("verify.bad_pubkey", f"cannot read keyring {path}: {exc}") from exc
+    begin, end = "-----BEGIN PUBLIC KEY-----", "-----END PUBLIC KEY-----"
+    keys = []
+    for block in text.split(begin)[1:]:
+        if end not in block:
+            raise VerificationFailed("verify.bad_pubkey", f"{path}: a key block is not closed")
+        pem = f"{begin}{block.split(end, 1)[0]}{end}\n".encode()
+        try:
+            key = serialization.load_pem_public_key(pem)
+        except ValueError as exc:
+            raise VerificationFailed("verify.bad_pubkey", f"{path}: {exc}") from exc
+        if not isinstance(key, Ed25519PublicKey):
+            raise VerificationFailed("verify.bad_pubkey", f"{path} holds a key that is not Ed25519")
+        keys.append(key)
+    if not keys:
+        raise VerificationFailed("verify.bad_pubkey", f"{path} holds no public key")
+    return keys
+
+
 def public_key_from_raw_b64(text: str) -> Ed25519PublicKey:
     """Rebuild a public key from the base64 raw form records carry."""
     try:

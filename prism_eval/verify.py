@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import rfc8785
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import ValidationError
 
 from prism_eval.errors import VerificationFailed
@@ -31,6 +33,8 @@ from prism_eval.scoring import (
 )
 from prism_eval.signing import (
     Signature,
+    key_id,
+    load_keyring,
     load_public_key,
     public_key_from_raw_b64,
     verify_signature,
@@ -39,13 +43,43 @@ from prism_eval.signing import (
 MAX_RECORD_BYTES = 64 * 1024 * 1024
 
 
+Identity = Literal["pinned", "unverified"]
+
+
 @dataclass(frozen=True)
 class Verified:
-    """A record that verified, and whether its signer was pinned by a given public key."""
+    """A record that verified, and whether a trusted key signed it (`pinned`) or only the key
+    the record names (`unverified`: integrity, not identity)."""
 
     record: Record
-    pinned: bool
+    identity: Identity
     signatures: list[Signature]
+
+    @property
+    def pinned(self) -> bool:
+        """Whether a trusted key signed the record."""
+        return self.identity == "pinned"
+
+
+@dataclass(frozen=True)
+class TrustedKeys:
+    """Whose signatures a verification accepts. With no key, it refuses (identity fails
+    closed) unless `any_signer` asks for integrity only."""
+
+    keys: tuple[Ed25519PublicKey, ...] = ()
+    any_signer: bool = False
+
+    @classmethod
+    def from_files(
+        cls, pubkeys: Iterable[Path], keyrings: Iterable[Path] = (), any_signer: bool = False
+    ) -> TrustedKeys:
+        """Keys from PEM files and keyring files."""
+        keys = [load_public_key(path) for path in pubkeys]
+        keys += [key for path in keyrings for key in load_keyring(path)]
+        return cls(tuple(keys), any_signer)
+
+
+ANY_SIGNER = TrustedKeys(any_signer=True)
 
 
 def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -213,10 +247,12 @@ def check_stream_file(record: Record, stream_path: Path) -> None:
             raise _mismatch(f"stream.{name}", getattr(record.stream, name), value)
 
 
-def verify_record(
-    raw: bytes, pubkey_path: Path | None, stream_path: Path | None = None
-) -> Verified:
-    """Verify a printed record document; raise VerificationFailed on the first problem."""
+def verify_record(raw: bytes, trust: TrustedKeys, stream_path: Path | None = None) -> Verified:
+    """Verify a printed record document; raise VerificationFailed on the first problem.
+
+    The record must be signed by one of `trust`'s keys (and name that key as its signer); with
+    `trust.any_signer` and no key, by the key it names (integrity only); with neither, it is
+    refused (`verify.no_trusted_key`)."""
     if len(raw) > MAX_RECORD_BYTES:
         raise VerificationFailed("verify.malformed", "the record is larger than any record")
     data = parse_strict_json(raw)
@@ -232,9 +268,7 @@ def verify_record(
     if as_parsed != data["record"]:
         raise VerificationFailed("verify.schema", "the record holds values outside its schema")
     signer = signed.record.signer
-    key = (
-        load_public_key(pubkey_path) if pubkey_path else public_key_from_raw_b64(signer.public_key)
-    )
+    key, identity = _signing_key(signer.keyid, signer.public_key, trust)
     matching = [s for s in signed.signatures if s.keyid == signer.keyid]
     if not matching:
         raise VerificationFailed("verify.wrong_key", "no signature by the record's signer")
@@ -243,4 +277,27 @@ def verify_record(
     check_consistency(signed.record)
     if stream_path is not None:
         check_stream_file(signed.record, stream_path)
-    return Verified(signed.record, pinned=pubkey_path is not None, signatures=signed.signatures)
+    return Verified(signed.record, identity, signed.signatures)
+
+
+def _signing_key(
+    keyid: str, public_key_b64: str, trust: TrustedKeys
+) -> tuple[Ed25519PublicKey, Identity]:
+    """The key to check the record's signature with, and what a valid one proves."""
+    if trust.keys:
+        trusted = {key_id(key): key for key in trust.keys}
+        if keyid not in trusted:
+            raise VerificationFailed(
+                "verify.wrong_key",
+                f"the record is signed by key {keyid[:16]}…, which is none of the "
+                f"{len(trusted)} trusted key(s)",
+            )
+        return trusted[keyid], "pinned"
+    if trust.any_signer:
+        return public_key_from_raw_b64(public_key_b64), "unverified"
+    raise VerificationFailed(
+        "verify.no_trusted_key",
+        "no trusted key to check who signed the record",
+        hint="pass the validator's --pubkey (or a --keyring of them); --any-signer checks "
+        "integrity only, against the key the record names",
+    )

@@ -21,14 +21,15 @@ from pathlib import Path
 from prism_eval.errors import PrismError
 from prism_eval.record import Record
 from prism_eval.reproduce import compare_cores, describe, first_diverging_batch
-from prism_eval.verify import verify_record
+from prism_eval.verify import ANY_SIGNER, TrustedKeys, verify_record
 
 # Only to describe a mismatch: floats that agree to this are a numerical, not a logical, drift.
 NUMERIC_TOLERANCE = 1e-6
 
 
 def _load(path: Path, pubkey: Path | None, stream: Path | None) -> Record:
-    return verify_record(path.read_bytes(), pubkey, stream).record
+    trust = TrustedKeys.from_files([pubkey]) if pubkey else ANY_SIGNER
+    return verify_record(path.read_bytes(), trust, stream).record
 
 
 def _summary(label: str, record: Record) -> str:

@@ -22,7 +22,7 @@ EXAMPLE = BUNDLES / "ok_tiny_transformer"
 def test_unchanged_bundle_reproduces_bit_for_bit(example_run: tuple[CliResult, Path]) -> None:
     _, out = example_run
     result = run_cli(
-        "verify", out / "record.json", "--reproduce", "--bundle", EXAMPLE,
+        "verify", out / "record.json", "--any-signer", "--reproduce", "--bundle", EXAMPLE,
         "--stream", out / "stream.json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr
@@ -38,7 +38,7 @@ def test_changed_bundle_does_not_reproduce_and_the_diff_says_where(
     training = changed / "training.py"
     training.write_text(training.read_text().replace("lr=3e-3", "lr=1e-3"))
     result = run_cli(
-        "verify", out / "record.json", "--reproduce", "--bundle", changed,
+        "verify", out / "record.json", "--any-signer", "--reproduce", "--bundle", changed,
         "--stream", out / "stream.json",
     )  # fmt: skip
     assert result.exit_code == 1
@@ -93,7 +93,9 @@ def test_leaderboard_ranks_real_records_and_drops_a_tampered_one(
     document = json.loads((out / "record.json").read_bytes())
     document["record"]["subject"]["submitter"] = "mallory"
     tampered.write_text(json.dumps(document))
-    result = run_cli("leaderboard", alice, out / "record.json", tampered, "--weights")
+    result = run_cli(
+        "leaderboard", alice, out / "record.json", tampered, "--weights", "--any-signer"
+    )
     assert result.exit_code == 0, result.stderr
     board = result.document()
     assert len(board["ranking"]) == 2

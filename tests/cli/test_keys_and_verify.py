@@ -40,7 +40,7 @@ def test_signed_record_verifies_with_its_public_key(signed_run: tuple[Path, Path
     result = run_cli("verify", record, "--pubkey", pubkey, "--stream", stream)
     assert result.exit_code == 0, result.stderr
     summary = result.document()
-    assert summary["verified"] is True and summary["pinned_key"] is True
+    assert summary["verified"] is True and summary["identity"] == "pinned"
 
 
 def test_tampered_record_fails_verification(
@@ -109,3 +109,31 @@ def test_data_prepare_builds_a_dir_that_runs(tmp_path: Path) -> None:
 def test_usage_error_exits_2() -> None:
     assert run_cli("run").exit_code == 2
     assert run_cli("no-such-command").exit_code == 2
+
+
+def test_verify_without_a_trusted_key_refuses(signed_run: tuple[Path, Path, Path]) -> None:
+    record, _, _ = signed_run
+    result = run_cli("verify", record)
+    assert result.exit_code == 1
+    assert "verify.no_trusted_key" in result.stderr
+    assert result.stdout == b""
+
+
+def test_verify_any_signer_says_the_identity_is_unverified(
+    signed_run: tuple[Path, Path, Path],
+) -> None:
+    record, _, _ = signed_run
+    result = run_cli("verify", record, "--any-signer")
+    assert result.exit_code == 0, result.stderr
+    assert result.document()["identity"] == "unverified"
+    assert "integrity only" in result.stderr
+
+
+def test_leaderboard_without_a_trusted_key_refuses(signed_run: tuple[Path, Path, Path]) -> None:
+    record, _, pubkey = signed_run
+    refused = run_cli("leaderboard", record)
+    assert refused.exit_code == 1 and "verify.no_trusted_key" in refused.stderr
+    pinned = run_cli("leaderboard", record, "--keyring", pubkey)
+    assert pinned.exit_code == 0, pinned.stderr
+    assert pinned.document()["identity"] == "pinned"
+    assert len(pinned.document()["ranking"]) == 1

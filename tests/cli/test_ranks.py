@@ -122,8 +122,8 @@ def test_the_score_does_not_depend_on_nproc(
 def test_a_ranks_record_verifies_and_reproduces(two_ranks: tuple[CliResult, Path]) -> None:
     _, out = two_ranks
     result = run_cli(
-        "verify", out / "record.json", "--reproduce", "--bundle", BUNDLES / "ok_tiny_transformer",
-        "--stream", out / "stream.json",
+        "verify", out / "record.json", "--any-signer", "--reproduce",
+        "--bundle", BUNDLES / "ok_tiny_transformer", "--stream", out / "stream.json",
     )  # fmt: skip
     assert result.exit_code == 0, result.stderr[-3000:]
     assert '"reproduced": true' in result.stdout.decode()
@@ -211,7 +211,7 @@ def test_the_report_shows_the_ranks_check(
 ) -> None:
     _, out = two_ranks
     page = tmp_path / "report.html"
-    result = run_cli("report", out / "record.json", "--out", page)
+    result = run_cli("report", out / "record.json", "--any-signer", "--out", page)
     assert result.exit_code == 0, result.stderr
     text = page.read_text()
     assert "<h2>Ranks check</h2>" in text and "train(ctx) as 2 ranks (gloo on cpu" in text

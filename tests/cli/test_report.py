@@ -19,7 +19,7 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 def test_report_embeds_the_curve_and_escapes_record_text() -> None:
     record = make_record(message="<script>alert('miner')</script>")
-    page = render_report(Verified(record, pinned=False, signatures=[]))
+    page = render_report(Verified(record, identity="unverified", signatures=[]))
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "data:image/png;base64," in page and "id='curve'" in page
     assert "http://" not in page and "https://" not in page  # nothing fetched from outside
@@ -32,7 +32,7 @@ def test_report_renders_in_headless_chromium_with_the_curve(
 ) -> None:
     _, out = example_run
     page = tmp_path / "report.html"
-    result = run_cli("report", out / "record.json", "--out", page)
+    result = run_cli("report", out / "record.json", "--any-signer", "--out", page)
     assert result.exit_code == 0, result.stderr
     screenshot = tmp_path / "report.png"
     subprocess.run(
@@ -54,7 +54,9 @@ def test_a_report_that_cannot_be_written_is_an_error_not_a_traceback(
     example_run: tuple[CliResult, Path], tmp_path: Path
 ) -> None:
     _, out = example_run
-    result = run_cli("report", out / "record.json", "--out", tmp_path / "missing" / "r.html")
+    result = run_cli(
+        "report", out / "record.json", "--any-signer", "--out", tmp_path / "missing" / "r.html"
+    )
     assert result.exit_code == 5
     assert "[output.unwritable] cannot write" in result.stderr
     assert "Traceback" not in result.stderr

@@ -20,7 +20,7 @@ from prism_eval.attest import SigningIdentity
 from prism_eval.bundle import bundle_digest, load_bundle
 from prism_eval.config import IntakeLimits
 from prism_eval.signing import generate_keypair, load_signing_key
-from prism_eval.verify import verify_record
+from prism_eval.verify import ANY_SIGNER, verify_record
 from tests.conftest import BUNDLES, CliResult, run_cli
 from tests.unit.test_review import ALLOW, REJECT, Action, ChatServer, answer, made_verdict
 
@@ -122,7 +122,7 @@ def test_allowed_bundle_is_scored_and_its_record_names_the_verdict(
         "reviewer_keyid": reviewer_keyid,
         "model": "test/reviewer-2025-01-01",
     }
-    verify_record(result.stdout.strip(), None)
+    verify_record(result.stdout.strip(), ANY_SIGNER)
 
 
 def test_rejecting_review_exits_3_and_the_run_is_rejected_with_its_reasons(

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from prism_eval.verify import verify_record
+from prism_eval.verify import ANY_SIGNER, verify_record
 from tests.conftest import BUNDLES, DATA, ROOT, TEST_BUDGET, CliResult, run_cli
 
 
@@ -37,7 +37,7 @@ def test_example_is_scored_with_a_plausible_bpb(example_run: tuple[CliResult, Pa
 
 def test_example_record_verifies_with_its_stream(example_run: tuple[CliResult, Path]) -> None:
     result, out = example_run
-    verified = verify_record(result.stdout.strip(), None, out / "stream.json")
+    verified = verify_record(result.stdout.strip(), ANY_SIGNER, out / "stream.json")
     assert verified.record.status == "scored"
     assert (out / "record.json").read_bytes() == result.stdout
     assert (out / "final.safetensors").stat().st_size > 0
@@ -88,7 +88,7 @@ def test_bad_bundle_ends_in_a_record_with_status_and_rule(
     assert "Traceback" not in result.stdout.decode()
     ended = [s for s in record["stages"] if s["status"] not in ("passed", "skipped")]
     assert ended[0]["rule_id"] == rule_id
-    verify_record(result.stdout.strip(), None)
+    verify_record(result.stdout.strip(), ANY_SIGNER)
 
 
 def test_reference_interface_bundle_scores_with_gpt2() -> None:

@@ -10,6 +10,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from prism_eval import attest
 from prism_eval.leaderboard import build_leaderboard
 from prism_eval.scoring import BatchFigures
+from prism_eval.verify import ANY_SIGNER, TrustedKeys
 from tests.unit.test_record_verify import make_record, signed_bytes, write_public_key
 
 IDENTITY = attest.SigningIdentity(Ed25519PrivateKey.generate(), "key")
@@ -27,6 +28,11 @@ def _record(
     return path
 
 
+def trusting(tmp_path: Path) -> TrustedKeys:
+    """The validator's key, as a verifier pins it."""
+    return TrustedKeys.from_files([write_public_key(tmp_path / "v.pub", IDENTITY.key)])
+
+
 def test_crafted_records_rank_in_the_reference_order(tmp_path: Path) -> None:
     paths = [
         _record(tmp_path, "alice-old", 90.0, "alice", "2026-01-01T00:00:00Z", "a" * 64),
@@ -35,7 +41,7 @@ def test_crafted_records_rank_in_the_reference_order(tmp_path: Path) -> None:
         _record(tmp_path, "carol", 50.0, "carol", "2026-01-05T00:00:00Z", "d" * 64),
         _record(tmp_path, "dave", 80.0, "dave", "2026-01-01T00:00:00Z", "e" * 64),
     ]
-    board = build_leaderboard(paths, [write_public_key(tmp_path / "v.pub", IDENTITY.key)])
+    board = build_leaderboard(paths, trusting(tmp_path))
     # carol has the lowest bpb; bob and alice tie, bob submitted first; alice's old run drops.
     assert [e.submitter for e in board.ranking] == ["carol", "bob", "alice", "dave"]
     assert board.ranking[2].path.endswith("alice-best.json")
@@ -53,9 +59,7 @@ def test_tampered_and_foreign_records_are_excluded_with_a_reason(tmp_path: Path)
     foreign = tmp_path / "foreign.json"
     record = make_record([BatchFigures(nats=10.0, tokens=100, bytes=100)], stranger.signer())
     foreign.write_bytes(signed_bytes(record, stranger))
-    board = build_leaderboard(
-        [good, tampered, foreign], [write_public_key(tmp_path / "v.pub", IDENTITY.key)]
-    )
+    board = build_leaderboard([good, tampered, foreign], trusting(tmp_path))
     assert [e.submitter for e in board.ranking] == ["alice"]
     reasons = dict(board.excluded)
     assert "verify.bad_signature" in reasons[str(tampered)]
@@ -67,6 +71,21 @@ def test_proportional_weights_sum_to_one(tmp_path: Path) -> None:
         _record(tmp_path, "a", 60.0, "a", "2026-01-01T00:00:00Z", "a" * 64),
         _record(tmp_path, "b", 80.0, "b", "2026-01-01T00:00:00Z", "b" * 64),
     ]
-    board = build_leaderboard(paths, [], "proportional")
+    board = build_leaderboard(paths, trusting(tmp_path), "proportional")
     assert abs(sum(board.weights.values()) - 1.0) < 1e-12
     assert board.weights["a"] > board.weights["b"]
+
+
+def test_a_strangers_record_ranks_only_when_the_caller_asks_for_integrity_alone(
+    tmp_path: Path,
+) -> None:
+    mine = _record(tmp_path, "mine", 60.0, "alice", "2026-01-01T00:00:00Z", "a" * 64)
+    stranger = attest.SigningIdentity(Ed25519PrivateKey.generate(), "key")
+    record = make_record([BatchFigures(nats=0.0, tokens=100, bytes=100)], stranger.signer())
+    theirs = tmp_path / "theirs.json"
+    theirs.write_bytes(signed_bytes(record, stranger))  # bpb 0.0: would rank first
+    assert [e.path for e in build_leaderboard([mine, theirs], trusting(tmp_path)).ranking] == [
+        str(mine)
+    ]
+    unverified = build_leaderboard([mine, theirs], ANY_SIGNER)
+    assert [e.path for e in unverified.ranking] == [str(theirs), str(mine)]

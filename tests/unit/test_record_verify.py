@@ -59,7 +59,13 @@ from prism_eval.scoring import (
     total_nats,
 )
 from prism_eval.signing import pae
-from prism_eval.verify import check_stream_file, parse_strict_json, verify_record
+from prism_eval.verify import (
+    ANY_SIGNER,
+    TrustedKeys,
+    check_stream_file,
+    parse_strict_json,
+    verify_record,
+)
 
 BUNDLE_SHA = "b" * 64
 DEFAULT_FIGURES = [
@@ -183,9 +189,14 @@ def good_record(identity: attest.SigningIdentity, **kwargs: Any) -> Record:
     return make_record(signer=identity.signer(), **kwargs)
 
 
+def trusting(pubkey: Path | None) -> TrustedKeys:
+    """That key, or (None) the key the record names: integrity only."""
+    return TrustedKeys.from_files([pubkey]) if pubkey else ANY_SIGNER
+
+
 def rule_of(raw: bytes, pubkey: Path | None, stream: Path | None = None) -> VerificationFailed:
     with pytest.raises(VerificationFailed) as info:
-        verify_record(raw, pubkey, stream)
+        verify_record(raw, trusting(pubkey), stream)
     return info.value
 
 
@@ -196,7 +207,7 @@ def test_signed_record_verifies_with_the_signers_public_key(
     identity: attest.SigningIdentity, pubkey_path: Path
 ) -> None:
     record = good_record(identity)
-    verified = verify_record(signed_bytes(record, identity), pubkey_path)
+    verified = verify_record(signed_bytes(record, identity), trusting(pubkey_path))
     assert verified.record == record
     assert verified.pinned is True
 
@@ -205,7 +216,7 @@ def test_signed_record_verifies_with_its_embedded_key_unpinned(
     identity: attest.SigningIdentity,
 ) -> None:
     record = good_record(identity)
-    verified = verify_record(signed_bytes(record, identity), None)
+    verified = verify_record(signed_bytes(record, identity), ANY_SIGNER)
     assert verified.record == record
     assert verified.pinned is False
 
@@ -325,7 +336,10 @@ def test_a_ranks_record_verifies_when_its_check_matches_nproc(
     record = good_record(identity, config={"nproc": 2}).model_copy(
         update={"ranks": _ranks_check(2, [3, 3])}
     )
-    assert verify_record(signed_bytes(record, identity), pubkey_path).record.ranks is not None
+    assert (
+        verify_record(signed_bytes(record, identity), trusting(pubkey_path)).record.ranks
+        is not None
+    )
 
 
 @pytest.mark.parametrize(
@@ -457,7 +471,7 @@ def test_record_resigned_by_an_attacker_fails_against_the_pinned_key(
 ) -> None:
     attacker = attest.SigningIdentity(Ed25519PrivateKey.generate(), "key")
     raw = signed_bytes(make_record(signer=attacker.signer()), attacker)
-    verify_record(raw, None)  # self-consistent, so it verifies unpinned...
+    verify_record(raw, ANY_SIGNER)  # self-consistent, so it verifies unpinned...
     assert rule_of(raw, pubkey_path).rule_id == "verify.wrong_key"  # ...but not pinned
 
 
@@ -482,7 +496,7 @@ def test_check_stream_file_accepts_the_written_stream_and_detects_a_changed_one(
     out = tmp_path / "out"
     attest.write_outputs(out, signed, DEFAULT_FIGURES, None)
     raw = (out / "record.json").read_bytes()
-    verify_record(raw, pubkey_path, out / "stream.json")
+    verify_record(raw, trusting(pubkey_path), out / "stream.json")
     check_stream_file(record, out / "stream.json")
 
     stream = json.loads((out / "stream.json").read_bytes())
@@ -605,7 +619,7 @@ def test_signed_record_round_trips_and_verifies(figures: list[BatchFigures], mes
     raw = signed_bytes(record, identity)
     signed = SignedRecord.model_validate(parse_strict_json(raw))
     assert attest.signed_record_bytes(signed) == raw
-    assert verify_record(raw, None).record == record
+    assert verify_record(raw, ANY_SIGNER).record == record
 
 
 # ---- regressions ---------------------------------------------------------------------------
@@ -615,7 +629,7 @@ def test_record_with_a_large_integral_float_verifies(
     identity: attest.SigningIdentity, pubkey_path: Path
 ) -> None:
     record = good_record(identity, config={"byte_budget": 1e16})
-    verify_record(signed_bytes(record, identity), pubkey_path)
+    verify_record(signed_bytes(record, identity), trusting(pubkey_path))
 
 
 @pytest.mark.parametrize(
@@ -633,3 +647,40 @@ def test_scored_record_without_an_allow_where_one_was_needed_is_inconsistent(
     )
     record = good_record(identity).model_copy(update={"review": review})
     assert rule_of(signed_bytes(record, identity), pubkey_path).rule_id == "verify.inconsistent"
+
+
+# ---- identity fails closed ----------------------------------------------------------------
+
+
+def test_without_a_trusted_key_verification_refuses(identity: attest.SigningIdentity) -> None:
+    with pytest.raises(VerificationFailed) as info:
+        verify_record(signed_bytes(good_record(identity), identity), TrustedKeys())
+    assert info.value.rule_id == "verify.no_trusted_key"
+    assert "--any-signer" in (info.value.hint or "")
+
+
+def test_a_keyring_pins_any_of_its_keys(
+    identity: attest.SigningIdentity, pubkey_path: Path, tmp_path: Path
+) -> None:
+    other = write_public_key(tmp_path / "old.pub", Ed25519PrivateKey.generate())
+    keyring = tmp_path / "validators.pem"
+    keyring.write_text(
+        "# rotated 2026-11\n" + other.read_text() + "\n# current\n" + pubkey_path.read_text()
+    )
+    trust = TrustedKeys.from_files([], [keyring])
+    assert len(trust.keys) == 2
+    verified = verify_record(signed_bytes(good_record(identity), identity), trust)
+    assert verified.identity == "pinned"
+    only_old = TrustedKeys.from_files([other])
+    with pytest.raises(VerificationFailed) as info:
+        verify_record(signed_bytes(good_record(identity), identity), only_old)
+    assert info.value.rule_id == "verify.wrong_key"
+
+
+@pytest.mark.parametrize("text", ["", "no keys here\n", "-----BEGIN PUBLIC KEY-----\nAAAA\n"])
+def test_a_keyring_without_a_usable_key_is_refused(text: str, tmp_path: Path) -> None:
+    keyring = tmp_path / "ring.pem"
+    keyring.write_text(text)
+    with pytest.raises(VerificationFailed) as info:
+        TrustedKeys.from_files([], [keyring])
+    assert info.value.rule_id == "verify.bad_pubkey"
