@@ -98,9 +98,8 @@ def _tokenizer_checks() -> list[Check]:
             checks.append(Check(name=f"tokenizer {name}", ok=True,
                                 detail=f"vocab {tokenizer.vocab_size:,}"))  # fmt: skip
         except PrismError as exc:
-            checks.append(
-                Check(name=f"tokenizer {name}", ok=False, detail=exc.message, optional=True)
-            )
+            detail = f"{exc.message} — {exc.hint}" if exc.hint else exc.message
+            checks.append(Check(name=f"tokenizer {name}", ok=False, detail=detail, optional=True))
     return checks
 
 

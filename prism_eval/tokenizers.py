@@ -7,7 +7,8 @@ on every document: `decode(ids) == text`, or the run stops with `data.tokenizer_
 Special-token strings inside a document (`<|endoftext|>`) are ordinary text, never special ids.
 
 Everything is offline: the gpt2 ranks and the llama model are files staged by the operator under
-`tokenizer_dir()`; nothing here can reach a network or a download cache.
+`tokenizer_dir()` (scripts/stage_gpt2.py, scripts/stage_llama.py), each pinned by its sha256;
+nothing here can reach a network or a download cache.
 """
 
 from __future__ import annotations
@@ -42,6 +43,15 @@ GPT2_PAT_STR = (
     r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
 )
 LLAMA_FILE = "llama.model"
+# The reference challenge's llama tokenizer: hf-internal-testing/llama-tokenizer, tokenizer.model
+# at revision d02ad6cb9dd2c2296a6332199fa2fdca5938fef0. Two validators with different files would
+# score one bundle differently, so no other file is accepted.
+LLAMA_SHA256 = "9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347"
+LLAMA_STAGING_HINT = (
+    "download tokenizer.model from hf-internal-testing/llama-tokenizer at revision "
+    "d02ad6cb9dd2c2296a6332199fa2fdca5938fef0, then `python scripts/stage_llama.py --from "
+    f"tokenizer.model --prefix .venv` (or set {TOKENIZER_DIR_ENV}); it checks the sha256"
+)
 SPIECE_SPACE = "\u2581"  # '▁', SentencePiece's visible space
 
 IntArray = npt.NDArray[np.int32]
@@ -287,11 +297,8 @@ def _missing(name: str, path: Path) -> EvaluatorError:
         hint = "run `make install` or `python scripts/stage_gpt2.py --prefix .venv`"
         what = "the gpt2 BPE ranks file"
     else:
-        hint = (
-            f"copy the Llama SentencePiece `tokenizer.model` to {path} "
-            f"(or set {TOKENIZER_DIR_ENV} to a directory holding {LLAMA_FILE})"
-        )
-        what = "the llama SentencePiece model"
+        hint = LLAMA_STAGING_HINT
+        what = "the reference llama SentencePiece model"
     return EvaluatorError("inputs.tokenizer_missing", f"{what} is not staged at {path}", hint=hint)
 
 
@@ -300,6 +307,14 @@ def _load_cached(name: str, path: Path, size: int, mtime_ns: int) -> Tokenizer:
     # size and mtime are part of the key so a re-staged file is picked up.
     if name == "gpt2":
         return Gpt2Tokenizer(path)
+    digest = _sha256_file(path)
+    if digest != LLAMA_SHA256:
+        raise EvaluatorError(
+            "inputs.tokenizer_unpinned",
+            f"{path} is not the reference llama tokenizer (sha256 {digest[:16]}…, expected "
+            f"{LLAMA_SHA256[:16]}…)",
+            hint=LLAMA_STAGING_HINT,
+        )
     return LlamaTokenizer(path)
 
 

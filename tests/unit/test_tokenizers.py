@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import socket
 from pathlib import Path
@@ -17,6 +18,7 @@ from prism_eval.errors import EvaluatorError
 from prism_eval.tokenizers import (
     GPT2_SHA256,
     TOKENIZER_NAMES,
+    LlamaTokenizer,
     Tokenizer,
     load_tokenizer,
     tokenizer_dir,
@@ -250,25 +252,38 @@ def test_llama_missing_model_says_where_to_put_it(tmp_path: Path) -> None:
         load_tokenizer("llama", tmp_path)
     assert info.value.rule_id == "inputs.tokenizer_missing"
     assert str(tmp_path / "llama.model") in info.value.message
-    assert "llama.model" in (info.value.hint or "")
+    assert "scripts/stage_llama.py" in (info.value.hint or "")
+
+
+def tiny_llama(directory: Path) -> LlamaTokenizer:
+    """The llama tokenizer class over a tiny model (load_tokenizer accepts only the pinned one)."""
+    return LlamaTokenizer(directory / "llama.model")
+
+
+def test_only_the_reference_llama_model_is_accepted(llama_dir: Path) -> None:
+    with pytest.raises(EvaluatorError) as info:
+        load_tokenizer("llama", llama_dir)
+    assert info.value.rule_id == "inputs.tokenizer_unpinned"
+    assert "is not the reference llama tokenizer" in info.value.message
+    assert "scripts/stage_llama.py" in (info.value.hint or "")
+    assert "d02ad6cb9dd2c2296a6332199fa2fdca5938fef0" in (info.value.hint or "")
 
 
 def test_llama_corrupt_model_is_refused(tmp_path: Path) -> None:
     (tmp_path / "llama.model").write_bytes(b"not a model")
     with pytest.raises(EvaluatorError) as info:
-        load_tokenizer("llama", tmp_path)
+        tiny_llama(tmp_path)
     assert info.value.rule_id == "inputs.tokenizer_corrupt"
 
 
 def test_llama_tiny_model(llama_dir: Path) -> None:
     import sentencepiece as spm
 
-    tok = load_tokenizer("llama", llama_dir)
+    tok = tiny_llama(llama_dir)
     processor = spm.SentencePieceProcessor(model_file=str(llama_dir / "llama.model"))
     assert tok.vocab_size == processor.get_piece_size()
     assert tok.bos_id == processor.bos_id() == 1
     assert len(tok.fingerprint) == 64
-    assert load_tokenizer("llama", llama_dir) is tok
 
 
 @pytest.mark.parametrize(
@@ -286,17 +301,17 @@ def test_llama_tiny_model(llama_dir: Path) -> None:
     ],
 )
 def test_llama_round_trip(llama_dir: Path, text: str) -> None:
-    check_round_trip(load_tokenizer("llama", llama_dir), text)
+    check_round_trip(tiny_llama(llama_dir), text)
 
 
 @settings(max_examples=150, deadline=None)
 @given(text=DOCUMENTS.filter(lambda t: "\u2581" not in t))
 def test_llama_round_trip_property(llama_dir: Path, text: str) -> None:
-    check_round_trip(load_tokenizer("llama", llama_dir), text)
+    check_round_trip(tiny_llama(llama_dir), text)
 
 
 def test_llama_dummy_prefix_space_is_not_counted(llama_dir: Path) -> None:
-    tok = load_tokenizer("llama", llama_dir)
+    tok = tiny_llama(llama_dir)
     ids, counts = tok.encode_document("fox")
     assert int(counts.sum()) == 3
     assert tok.decode(ids.tolist()) == "fox"
@@ -305,13 +320,13 @@ def test_llama_dummy_prefix_space_is_not_counted(llama_dir: Path) -> None:
 def test_llama_visible_space_character_is_lossy(llama_dir: Path) -> None:
     # SentencePiece cannot tell a literal '▁' from the space it stands for
     with pytest.raises(EvaluatorError) as info:
-        load_tokenizer("llama", llama_dir).encode_document("a\u2581b")
+        tiny_llama(llama_dir).encode_document("a\u2581b")
     assert info.value.rule_id == "data.tokenizer_lossy"
 
 
 def test_llama_normalizing_model_is_reported_lossy(tmp_path: Path) -> None:
     train_sentencepiece(tmp_path)  # default nmt_nfkc normalization, collapses whitespace
-    tok = load_tokenizer("llama", tmp_path)
+    tok = tiny_llama(tmp_path)
     for text in ["ｆｕｌｌｗｉｄｔｈ", "two  spaces"]:
         with pytest.raises(EvaluatorError) as info:
             tok.encode_document(text)
@@ -373,3 +388,33 @@ def test_stage_gpt2_refuses_wrong_bytes(tmp_path: Path) -> None:
     assert not (tmp_path / "prefix" / "share" / "prism-eval" / "tokenizers").exists() or not any(
         (tmp_path / "prefix" / "share" / "prism-eval" / "tokenizers").iterdir()
     )
+
+
+def load_llama_stage_script() -> Any:
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "stage_llama.py"
+    spec = importlib.util.spec_from_file_location("stage_llama", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_stage_llama_refuses_any_file_but_the_pinned_one(llama_dir: Path, tmp_path: Path) -> None:
+    stage = load_llama_stage_script()
+    assert stage.LLAMA_SHA256 == tokenizers.LLAMA_SHA256
+    with pytest.raises(stage.StageError, match="not the reference llama tokenizer"):
+        stage.stage(llama_dir / "llama.model", tmp_path / "tokenizers")
+    assert not (tmp_path / "tokenizers" / "llama.model").exists()
+
+
+def test_stage_llama_writes_the_file_whose_digest_it_checked(
+    llama_dir: Path, tmp_path: Path
+) -> None:
+    stage = load_llama_stage_script()
+    model = llama_dir / "llama.model"
+    digest = hashlib.sha256(model.read_bytes()).hexdigest()
+    target = stage.stage(model, tmp_path / "tokenizers", expected_sha256=digest)
+    assert target.read_bytes() == model.read_bytes()
+    assert tiny_llama(target.parent).fingerprint == digest
