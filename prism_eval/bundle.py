@@ -289,6 +289,26 @@ def _apply_bottom_up(
             on_dir(os.path.join(current, name))
 
 
+STDIN = Path("-")
+
+
+def save_stream(stream: IO[bytes], path: Path, limits: IntakeLimits) -> Path:
+    """Copy a zip read from a stream (`run -`: stdin) to `path`, refusing more than the archive
+    cap before reading it all."""
+    size = 0
+    with path.open("wb") as sink:
+        while chunk := stream.read(_CHUNK_BYTES):
+            size += len(chunk)
+            if size > limits.max_archive_bytes:
+                raise Rejected(
+                    "intake.too_large",
+                    f"the archive on standard input is over {limits.max_archive_bytes} bytes",
+                    hint=f"cap: {limits.max_archive_bytes} bytes",
+                )
+            sink.write(chunk)
+    return path
+
+
 def load_bundle(source: Path, dest_dir: Path, limits: IntakeLimits) -> Bundle:
     """Read a zip or directory bundle into the empty `dest_dir`, enforcing every intake rule.
 

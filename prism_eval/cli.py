@@ -174,6 +174,8 @@ def run(
 ) -> None:
     """Evaluate BUNDLE (a .zip or a directory) and print the signed score record.
 
+    BUNDLE may be `-`: a zip read from standard input (`prism-eval run - < bundle.zip`).
+
     The record is printed for every outcome; the exit code mirrors its status: 0 scored,
     3 rejected, 4 failed, 5 error. Without --key (or $PRISM_EVAL_SIGNING_KEY) an ephemeral
     key signs and the record says so. A --review-verdict is verified offline against the
@@ -187,6 +189,7 @@ def run(
     \b
     Example:
       prism-eval run examples/bundles/ok_tiny_transformer --byte-budget 65536 --out out/
+      prism-eval run - < bundle.zip
       prism-eval run examples/bundles/ok_tiny_transformer --nproc 2
       prism-eval run bundle.zip --profile official --review-verdict verdict.json \\
           --reviewer-key reviewer.pub

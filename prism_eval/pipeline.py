@@ -19,7 +19,7 @@ from typing import Any
 
 from prism_eval.attest import prepare_out_dir
 from prism_eval.audit import run_audit
-from prism_eval.bundle import Bundle, load_bundle
+from prism_eval.bundle import STDIN, Bundle, load_bundle, save_stream
 from prism_eval.config import EvalConfig, load_config
 from prism_eval.contract import Contract, check_contract
 from prism_eval.crew import Crew, CrewJobs, launch_crew
@@ -172,10 +172,14 @@ class Evaluation:
         return f"train split: {self.data.documents:,} documents, {self.data.shard_bytes:,} bytes"
 
     def stage_intake(self) -> str:
-        """Read the bundle under the intake caps into a directory the supervisor owns."""
+        """Read the bundle (a zip, a directory, or `-`: a zip on standard input) under the intake
+        caps into a directory the supervisor owns."""
         destination = self.work_dir / "bundle"
         destination.mkdir(mode=0o700)
-        self.bundle = load_bundle(self.request.bundle, destination, self.config.intake)
+        source = self.request.bundle
+        if source == STDIN:
+            source = save_stream(sys.stdin.buffer, self.work_dir / "stdin.zip", self.config.intake)
+        self.bundle = load_bundle(source, destination, self.config.intake)
         return f"{len(self.bundle.files)} files, digest {self.bundle.sha256[:16]}…"
 
     def stage_contract(self) -> str:

@@ -10,9 +10,10 @@
 #   4. inside: --nproc 2 under deploy/seccomp.json must end at once as an error
 #      (sandbox.ranks_need_tcp: that profile refuses AF_INET);
 #   5. inside: /in/bundle.zip with locked data mounted at /data, the key at
-#      /run/secrets/prism_eval_signing_key and --out /out; then options only (the embedded
-#      example bundle and data); then the zip again with --nproc 2 under
-#      deploy/seccomp-ranks.json;
+#      /run/secrets/prism_eval_signing_key and --out /out; the same zip named as validators
+#      type it (bundle.zip, resolved in the working directory /in) and read from stdin (`-`,
+#      no /in mount); then options only (the embedded example bundle and data); then the zip
+#      again with --nproc 2 under deploy/seccomp-ranks.json;
 #   6. outside: .venv/bin/prism-eval run on the same bundle, data, seed, byte budget, threads,
 #      with and without --nproc 2;
 #   7. scripts/compare_record_cores.py: each pair of records verifies against the test key and
@@ -86,13 +87,13 @@ make_inputs() {
   WORK=$(mktemp -d /tmp/prism-eval-test-image.XXXXXX)
   chmod 0755 "$WORK"
   mkdir -p "$WORK/in" "$WORK/secret" "$WORK/outside" "$WORK/outside-ranks" "$WORK/inside-zip" \
-    "$WORK/inside-default" "$WORK/inside-ranks"
+    "$WORK/inside-relative" "$WORK/inside-stdin" "$WORK/inside-default" "$WORK/inside-ranks"
   "$PRISM_EVAL" keygen --out "$WORK/test" >/dev/null
   # The container's user reads the key, as a secret mount would let it.
   install -m 0400 -o "$CONTAINER_UID" -g "$CONTAINER_UID" "$WORK/test.key" \
     "$WORK/secret/prism_eval_signing_key"
-  chown "$CONTAINER_UID:$CONTAINER_UID" "$WORK/inside-zip" "$WORK/inside-default" \
-    "$WORK/inside-ranks"
+  chown "$CONTAINER_UID:$CONTAINER_UID" "$WORK/inside-zip" "$WORK/inside-relative" \
+    "$WORK/inside-stdin" "$WORK/inside-default" "$WORK/inside-ranks"
   "$PYTHON" - "$BUNDLE_DIR" "$WORK/in/bundle.zip" <<'EOF'
 import sys, zipfile
 from pathlib import Path
@@ -131,7 +132,7 @@ run_inside() {
   if ! "$ENGINE" run "${flags[@]}" \
       -e "PRISM_EVAL_IMAGE_DIGEST=$IMAGE_DIGEST" \
       -v "$WORK/secret/prism_eval_signing_key:/run/secrets/prism_eval_signing_key:ro" \
-      -v "$out:/out" "$@" >"$out/stdout.json" 2>"$out/stderr.log"; then
+      -v "$out:/out" "$@" <"${STDIN_FILE:-/dev/null}" >"$out/stdout.json" 2>"$out/stderr.log"; then
     tail -25 "$out/stderr.log" >&2
     log "the $label evaluation inside the container did not score (its record follows)"
     cat "$out/stdout.json" >&2
@@ -202,6 +203,12 @@ main() {
   run_inside zip "$WORK/inside-zip" seccomp -v "$WORK/in:/in:ro" -v "$DATA_DIR:/data:ro" \
     "$IMAGE" /in/bundle.zip --byte-budget "$BYTE_BUDGET" --seed "$SEED" --threads "$THREADS" \
     --out /out
+  run_inside relative "$WORK/inside-relative" seccomp -v "$WORK/in:/in:ro" \
+    -v "$DATA_DIR:/data:ro" "$IMAGE" bundle.zip --byte-budget "$BYTE_BUDGET" --seed "$SEED" \
+    --threads "$THREADS" --out /out
+  STDIN_FILE="$WORK/in/bundle.zip" run_inside stdin "$WORK/inside-stdin" seccomp -i \
+    -v "$DATA_DIR:/data:ro" "$IMAGE" - --byte-budget "$BYTE_BUDGET" --seed "$SEED" \
+    --threads "$THREADS" --out /out
   run_inside default "$WORK/inside-default" seccomp \
     "$IMAGE" --byte-budget "$BYTE_BUDGET" --seed "$SEED" --threads "$THREADS" --out /out
   run_inside ranks "$WORK/inside-ranks" seccomp-ranks -v "$WORK/in:/in:ro" \
@@ -215,6 +222,8 @@ main() {
   OUTSIDE_S=$(since "$phase")
 
   compare zip "$WORK/outside" "$WORK/inside-zip"
+  compare "bundle.zip in /in" "$WORK/outside" "$WORK/inside-relative"
+  compare "stdin" "$WORK/outside" "$WORK/inside-stdin"
   compare default "$WORK/outside" "$WORK/inside-default"
   compare "ranks, --nproc 2" "$WORK/outside-ranks" "$WORK/inside-ranks"
   log "ok: identical reproducible cores; build ${BUILD_S} s, inside ${INSIDE_S} s," \

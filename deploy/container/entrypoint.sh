@@ -2,7 +2,8 @@
 # prism-eval's container entry point: `prism-eval run` with the image's defaults.
 #
 #   (no arguments)          evaluate the embedded example bundle
-#   BUNDLE [OPTION...]      evaluate BUNDLE, e.g. /in/bundle.zip from `-v "$PWD:/in:ro"`
+#   BUNDLE [OPTION...]      evaluate BUNDLE: bundle.zip resolves in /in, the working directory
+#                           (`-v "$PWD:/in:ro"`); `-` reads a zip from stdin (`docker run -i`)
 #   OPTION...               options only: evaluate the embedded example with them
 #   COMMAND [ARG...]        any other command: doctor, verify, report, leaderboard, export, ...
 #
@@ -34,6 +35,7 @@ case "${1:-}" in
         exec prism-eval "$@" ;;
 esac
 case "${1:-}" in
+    -) ;;  # a zip on standard input
     "" | -*) set -- "$EXAMPLE_BUNDLE" "$@" ;;
 esac
 if [ -f /heldout/MANIFEST.json ]; then

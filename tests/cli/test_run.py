@@ -189,3 +189,30 @@ def test_an_interrupted_run_still_prints_its_record(signal_number: int, tmp_path
     assert stages["probe"] == "passed" and stages["train"] == "error"
     assert stages["audit"] == "skipped"
     assert record["run"]["batches"] > 0  # what was scored before the signal is kept
+
+
+def test_a_zip_on_standard_input_is_evaluated_like_the_file(tmp_path: Path) -> None:
+    archive = tmp_path / "bundle.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in sorted((BUNDLES / "ok_tiny_transformer").iterdir()):
+            zf.write(path, path.name)
+    from_file = run_cli("run", archive, "--byte-budget", "4096")
+    completed = subprocess.run(
+        [sys.executable, "-m", "prism_eval", "run", "-", "--byte-budget", "4096"],
+        stdin=archive.open("rb"), capture_output=True, cwd=ROOT, timeout=300,
+    )  # fmt: skip
+    from_stdin = CliResult(completed.returncode, completed.stdout, completed.stderr.decode())
+    assert from_stdin.exit_code == 0, from_stdin.stderr
+    assert from_stdin.record["subject"]["source"] == "-"
+    for field in ("bundle_sha256", "files"):
+        assert from_stdin.record["subject"][field] == from_file.record["subject"][field]
+    assert from_stdin.record["stream"] == from_file.record["stream"]
+
+
+def test_garbage_on_standard_input_is_rejected_as_a_bad_archive() -> None:
+    completed = subprocess.run(
+        [sys.executable, "-m", "prism_eval", "run", "-"],
+        input=b"not a zip at all", capture_output=True, cwd=ROOT, timeout=120,
+    )  # fmt: skip
+    record = CliResult(completed.returncode, completed.stdout, "").record
+    assert (completed.returncode, record["reason"]["rule_id"]) == (3, "intake.bad_archive")
