@@ -16,6 +16,7 @@ import re
 import stat
 import unicodedata
 import zipfile
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -55,6 +56,20 @@ class Bundle:
     root: Path
     files: tuple[BundleFile, ...]
     sha256: str
+
+    @functools.cached_property
+    def compressed_bytes(self) -> int:
+        """zlib level 9 over every file (path, NUL, bytes) in path order.
+
+        Deterministic and independent of how the miner zipped it: the bound on how much a
+        bundle could carry besides its code (a pretrained table, say), shown in every record.
+        """
+        compressor = zlib.compressobj(9)
+        size = 0
+        for file in self.files:
+            size += len(compressor.compress(file.path.encode() + b"\0"))
+            size += len(compressor.compress((self.root / file.path).read_bytes()))
+        return size + len(compressor.flush())
 
     def read_text(self, path: str) -> str:
         """Return the UTF-8 text of one bundle file; `path` must be one of `files`."""

@@ -504,6 +504,8 @@ def leaderboard(
                 "submitter": entry.submitter,
                 "final_score": entry.final_score,
                 "bpb": entry.record.score.bpb if entry.record.score else None,
+                "architecture_name": entry.record.subject.architecture_name,
+                "compressed_bytes": entry.record.subject.compressed_bytes,
                 "bundle_sha256": entry.record.subject.bundle_sha256,
                 "submitted_at": entry.record.subject.submitted_at,
                 "record": entry.path,

@@ -34,10 +34,13 @@ class IntakeLimits(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    # Bundles learn from scratch, and every byte they carry could be knowledge learned elsewhere
+    # (a pretrained table in a string): honest code fits with a wide margin (nanoGPT's model and
+    # loop are 31 KB, the reference's example under 10 KB), a smuggled model does not.
     max_files: int = Field(64, ge=1, description="Most files a bundle may hold.")
-    max_total_bytes: int = Field(4 * 1024 * 1024, ge=1, description="Uncompressed total.")
-    max_file_bytes: int = Field(1024 * 1024, ge=1, description="Uncompressed size of one file.")
-    max_archive_bytes: int = Field(16 * 1024 * 1024, ge=1, description="Size of the zip itself.")
+    max_total_bytes: int = Field(256 * 1024, ge=1, description="Uncompressed total.")
+    max_file_bytes: int = Field(128 * 1024, ge=1, description="Uncompressed size of one file.")
+    max_archive_bytes: int = Field(512 * 1024, ge=1, description="Size of the zip itself.")
 
 
 class EvalConfig(BaseModel):

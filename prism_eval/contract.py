@@ -1,173 +1,218 @@
-"""Supervisor: the prism.yaml contract (DESIGN §4 item 3).
+"""Supervisor: the bundle contract — prism.yaml in the reference's schema, scripts, symbols.
 
-Checks an extracted bundle's optional prism.yaml, its two scripts and their symbols by parsing
-(never importing) the scripts, and refuses bundle files that would shadow a standard or installed
-module. Every problem is a `Rejected` with a stable rule id.
+Checks an extracted bundle's optional manifest (`prism.yaml` or `prism.yml`, in the reference
+challenge's schema: `kind`, `architecture_id`, `architecture:` and `training:` sections with
+`entrypoint` (`path` or `path::symbol`), `factory` / `function` / `entry`, `files`, and
+`tokenizer`), its two scripts and their symbols by parsing (never importing) the scripts, and
+refuses bundle files that would shadow a standard or installed module. Declared entrypoints are
+honoured exactly; undeclared ones default to architecture.py and training.py. Every problem is a
+`Rejected` with a stable rule id. The tokenizer is the declared one, else the one literal
+`reference_tokenizer("…")` calls name (tokenizer_inference.py), else `byte`.
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
 import functools
 import keyword
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, Literal
+from pathlib import PurePosixPath
+from typing import Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from prism_eval.architecture_name import architecture_name
 from prism_eval.bundle import _LAYOUT_HINT, Bundle
 from prism_eval.errors import Rejected
+from prism_eval.manifest_yaml import load_manifest_yaml, manifest_rejection
+from prism_eval.tokenizer_inference import inferred_tokenizer
 
-MANIFEST_NAME = "prism.yaml"
-_MAX_MANIFEST_BYTES = 64 * 1024
+MANIFEST_NAMES = ("prism.yaml", "prism.yml")
+DEFAULTS = {
+    "architecture": ("architecture.py", "build_model"),
+    "training": ("training.py", "train"),
+}
 _ALLOWED_SHADOW = frozenset({"architecture", "training"})
 _RESERVED_NAMES = frozenset({"prism_eval", "prism_challenge"})
+Kind = Literal["full", "architecture_only", "training_for_arch"]
 
 
-class Entrypoints(BaseModel):
-    """Which bundle files hold the two scripts."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
-
-    architecture: str = Field("architecture.py", description="Script defining build_model.")
-    training: str = Field("training.py", description="Script defining train.")
-
-
-class Symbols(BaseModel):
-    """Which top-level functions the scripts expose."""
+class Role(BaseModel):
+    """One section of the manifest: the script of a role and, optionally, its symbol and files."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    build_model: str = Field("build_model", description="build_model(ctx) -> nn.Module.")
-    train: str = Field("train", description="train(ctx), the miner's training loop.")
+    entrypoint: str | None = Field(None, description="path, or path::symbol")
+    factory: str | None = Field(None, description="The symbol (the reference's first choice).")
+    function: str | None = Field(None, description="The symbol, if factory is not given.")
+    entry: str | None = Field(None, description="The symbol, if neither of the above is.")
+    files: list[str] = Field(default_factory=list, description="Other files of this role.")
 
 
 class BundleManifest(BaseModel):
-    """The optional prism.yaml: entrypoints, symbols and the declared tokenizer."""
+    """The optional prism.yaml / prism.yml, in the reference challenge's schema."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
-    entrypoints: Entrypoints = Field(default_factory=Entrypoints, description="Script files.")
-    symbols: Symbols = Field(default_factory=Symbols, description="Function names.")
-    tokenizer: Literal["byte", "gpt2", "llama"] = Field(
-        "byte", description="Reference tokenizer the supervisor uses for the stream."
+    kind: Kind = Field("full", description="Recorded; every kind is evaluated alike.")
+    architecture_id: str | None = Field(None, max_length=200, description="Recorded as given.")
+    architecture: Role = Field(default_factory=Role, description="architecture.py and build_model")
+    training: Role = Field(default_factory=Role, description="training.py and train")
+    tokenizer: Literal["byte", "gpt2", "llama"] | None = Field(
+        None, description="The stream's tokenizer; else inferred from the scripts, else byte."
     )
-    name: str | None = Field(None, max_length=200, description="Display name only.")
 
-
-_SECTIONS: dict[str, type[BaseModel]] = {"entrypoints": Entrypoints, "symbols": Symbols}
+    @field_validator("kind", mode="before")
+    @classmethod
+    def _kind_or_default(cls, value: object) -> object:
+        return "full" if value is None else value  # `kind:` left empty means the default
 
 
 @dataclass(frozen=True)
 class Contract:
-    """What the later stages need from the bundle: scripts, symbols and tokenizer."""
+    """What the later stages need from the bundle."""
 
     manifest: BundleManifest
+    manifest_path: str | None
     architecture_path: str
     training_path: str
     build_symbol: str
     train_symbol: str
     tokenizer: str
+    tokenizer_source: str  # where the tokenizer came from, for the stage's message
+    architecture_name: str | None
 
 
-class _ManifestLoader(yaml.SafeLoader):
-    """Safe YAML without aliases (no billion laughs) and without silent duplicate keys."""
-
-    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
-        if self.check_event(yaml.AliasEvent):
-            mark = self.peek_event().start_mark  # type: ignore[no-untyped-call]
-            raise yaml.MarkedYAMLError(problem="aliases are not allowed", problem_mark=mark)
-        return super().compose_node(parent, index)
-
-    def compose_mapping_node(self, anchor: Any) -> yaml.MappingNode:
-        node = super().compose_mapping_node(anchor)
-        seen: set[str] = set()
-        for key, _ in node.value:
-            if isinstance(key, yaml.ScalarNode):
-                if key.value in seen:
-                    raise yaml.MarkedYAMLError(
-                        problem=f"duplicate key {key.value[:80]!r}", problem_mark=key.start_mark
-                    )
-                seen.add(key.value)
-        return node
-
-
-def _read_manifest(bundle: Bundle) -> BundleManifest:
-    """Parse prism.yaml; absent or empty means the defaults, anything else must be valid."""
-    present = {f.path for f in bundle.files}
-    near_misses = [p for p in present if p.casefold() in ("prism.yaml", "prism.yml")]
-    if MANIFEST_NAME not in present:
-        if near_misses:
-            raise Rejected(
-                "contract.invalid", f"{near_misses[0]} is not read", hint="name it prism.yaml"
-            )
-        return BundleManifest()
-    text = bundle.read_text(MANIFEST_NAME)
-    if len(text) > _MAX_MANIFEST_BYTES:
-        raise Rejected("contract.invalid", f"prism.yaml is over {_MAX_MANIFEST_BYTES} bytes")
-    try:
-        data = yaml.load(text, Loader=_ManifestLoader)
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+def _manifest_path(bundle: Bundle) -> str | None:
+    """The one manifest file, wherever it is; two are ambiguous."""
+    found = sorted(f.path for f in bundle.files if PurePosixPath(f.path).name in MANIFEST_NAMES)
+    near_misses = [
+        f.path
+        for f in bundle.files
+        if PurePosixPath(f.path).name.casefold() in MANIFEST_NAMES
+        and PurePosixPath(f.path).name not in MANIFEST_NAMES
+    ]
+    if len(found) > 1:
         raise Rejected(
-            "contract.bad_yaml", f"prism.yaml:{line}: {exc.problem}", evidence=[str(exc)[:500]]
-        ) from exc
-    except (yaml.YAMLError, RecursionError) as exc:
-        raise Rejected("contract.bad_yaml", f"prism.yaml: {str(exc)[:300]}") from exc
+            "contract.ambiguous_manifest",
+            f"the bundle has {len(found)} manifests: {', '.join(found[:5])}",
+            hint="keep one prism.yaml",
+        )
+    if not found and near_misses:
+        raise Rejected(
+            "contract.invalid", f"{near_misses[0]} is not read", hint="name it prism.yaml"
+        )
+    return found[0] if found else None
+
+
+def _read_manifest(bundle: Bundle, path: str | None) -> BundleManifest:
+    """Parse the manifest; absent or empty means the defaults, anything else must be valid."""
+    if path is None:
+        return BundleManifest()
+    data = load_manifest_yaml(bundle.read_text(path), path)
     if data is None:
         return BundleManifest()
-    if not isinstance(data, dict):
-        raise Rejected("contract.invalid", "prism.yaml must be a mapping of keys to values")
     try:
         return BundleManifest.model_validate(data)
     except ValidationError as exc:
-        raise _manifest_rejection(exc) from exc
+        sections: dict[str, type[BaseModel]] = {"architecture": Role, "training": Role}
+        raise manifest_rejection(exc, path, BundleManifest, sections) from exc
 
 
-def _manifest_rejection(exc: ValidationError) -> Rejected:
-    """Turn pydantic's errors into one rejection; unknown keys name the allowed ones."""
-    errors = exc.errors(include_input=False)
-    for error in errors:
-        if error["type"] == "extra_forbidden":
-            *section, key = (str(part) for part in error["loc"])
-            model = _SECTIONS[section[0]] if section else BundleManifest
-            allowed = list(model.model_fields)
-            close = difflib.get_close_matches(key, allowed, n=1)
-            where = f" in section {section[0]!r}" if section else ""
-            return Rejected(
-                "contract.unknown_key",
-                f"unknown key {key[:80]!r}{where} in prism.yaml; allowed: {', '.join(allowed)}",
-                hint=f"did you mean {close[0]!r}?" if close else "remove the key",
+def _symbol(role: Role, declared_path: str | None, default: str) -> str:
+    """The role's symbol, with the reference's precedence: factory, function, entry, then
+    `path::symbol`, then the default."""
+    from_path = declared_path.partition("::")[2] if declared_path else ""
+    symbol = role.factory or role.function or role.entry or from_path or default
+    if not symbol.isidentifier() or keyword.iskeyword(symbol):
+        raise Rejected("contract.invalid", f"symbol {symbol[:80]!r} is not a Python name")
+    return symbol
+
+
+def _resolve(path: str, manifest_dir: str, present: set[str]) -> str | None:
+    """A declared path as given from the bundle root, else from the manifest's folder."""
+    candidates = [path.lstrip("/")]
+    if manifest_dir:
+        candidates.append(f"{manifest_dir}/{path.lstrip('/')}")
+    return next((c for c in map(_normal, candidates) if c in present), None)
+
+
+def _normal(path: str) -> str:
+    return PurePosixPath(path).as_posix()
+
+
+def _entrypoint(
+    role_name: str, role: Role, manifest_dir: str, present: set[str]
+) -> tuple[str, str]:
+    """(script path, symbol) of a role: declared exactly, or the default."""
+    default_path, default_symbol = DEFAULTS[role_name]
+    declared = role.entrypoint
+    symbol = _symbol(role, declared, default_symbol)
+    if declared:
+        path = declared.partition("::")[0]
+        found = _resolve(path, manifest_dir, present)
+        if found is None:
+            raise Rejected(
+                "contract.missing_script",
+                f"the declared {role_name} entrypoint {path[:120]!r} is not in the bundle",
+                hint="declared entrypoints are honoured exactly: fix the path in prism.yaml "
+                f"(relative to the bundle or to the manifest's folder {manifest_dir or '.'})",
+                evidence=[f"python files present: {', '.join(_scripts(present)) or 'none'}"],
             )
-    details = [f"{'.'.join(map(str, e['loc'])) or 'prism.yaml'}: {e['msg']}" for e in errors]
-    return Rejected("contract.invalid", f"prism.yaml: {details[0]}", evidence=details)
+        return _check_importable(role_name, found), symbol
+    return _check_importable(role_name, _default_script(role_name, default_path, present)), symbol
 
 
-def _check_entrypoint(role: str, path: str, present: set[str]) -> str:
-    """An entrypoint must be an importable `.py` file that the bundle holds."""
-    parts = path.removesuffix(".py").split("/")
-    if not path.endswith(".py") or not all(p.isidentifier() for p in parts):
+def _default_script(role_name: str, name: str, present: set[str]) -> str:
+    """The default script: at the bundle root, else the one file of that name anywhere."""
+    if name in present:
+        return name
+    matches = sorted(p for p in present if PurePosixPath(p).name == name)
+    if len(matches) == 1:
+        return matches[0]
+    raise Rejected(
+        "contract.missing_script",
+        f"the {role_name} script {name} is "
+        + ("missing from the bundle" if not matches else f"ambiguous: {', '.join(matches[:5])}"),
+        hint=_LAYOUT_HINT
+        if not matches
+        else f"declare it in prism.yaml (`{role_name}: {{entrypoint: path/{name}}}`)",
+        evidence=[f"python files present: {', '.join(_scripts(present)) or 'none'}"],
+    )
+
+
+def _scripts(present: set[str]) -> list[str]:
+    return sorted(p for p in present if p.endswith(".py"))[:20]
+
+
+def _check_importable(role_name: str, path: str) -> str:
+    """An entrypoint must be a `.py` file with an importable name (it is imported by its file
+    name; its folders join sys.path, so they may be named anything)."""
+    stem = PurePosixPath(path).stem
+    if not path.endswith(".py") or not stem.isidentifier() or keyword.iskeyword(stem):
         raise Rejected(
             "contract.bad_entrypoint",
-            f"{role} entrypoint {path[:120]!r} must be a .py file with an importable name",
+            f"{role_name} entrypoint {path[:120]!r} must be a .py file with an importable name",
             hint="for example architecture.py or src/model.py",
-        )
-    if path not in present:
-        scripts = sorted(p for p in present if p.endswith(".py"))[:20]
-        raise Rejected(
-            "contract.missing_script",
-            f"the {role} script {path} is missing from the bundle",
-            hint=_LAYOUT_HINT,
-            evidence=[f"python files present: {', '.join(scripts) or 'none'}"],
         )
     return path
 
 
-def _parse(bundle: Bundle, path: str) -> ast.Module:
+def _check_role_files(role_name: str, role: Role, manifest_dir: str, present: set[str]) -> None:
+    """Every file a section lists must be in the bundle."""
+    for listed in role.files:
+        if _resolve(listed, manifest_dir, present) is None:
+            raise Rejected(
+                "contract.missing_file",
+                f"prism.yaml lists {listed[:120]!r} among the {role_name} files, and the bundle "
+                "has no such file",
+                hint="list files by their path in the bundle, or relative to prism.yaml",
+            )
+
+
+def parse_script(bundle: Bundle, path: str) -> ast.Module:
     """Parse one script without running it."""
     try:
         return ast.parse(bundle.read_text(path), filename=path)
@@ -254,6 +299,27 @@ def _importable_names() -> frozenset[str]:
     return frozenset((names | _LIBRARY_NAMES) - _ALLOWED_SHADOW)
 
 
+def _check_module_names(architecture: str, training: str) -> None:
+    """The two scripts are imported as modules named after their files, as in the reference
+    (`from architecture import build_model`): two names, neither an installed module's."""
+    if PurePosixPath(architecture).stem.casefold() == PurePosixPath(training).stem.casefold():
+        raise Rejected(
+            "contract.bad_entrypoint",
+            f"architecture and training must be two files with two names; they are "
+            f"{architecture} and {training}",
+            hint="the single-module idiom does not satisfy the two-script contract",
+        )
+    for path in (architecture, training):
+        stem = PurePosixPath(path).stem
+        if stem in _importable_names():
+            raise Rejected(
+                "contract.shadowing_module",
+                f"{path} is imported as the module {stem!r}, which shadows a standard or "
+                "installed module",
+                hint=f"rename it, for example to prism_{stem}.py",
+            )
+
+
 def _check_shadowing(present: Iterable[str]) -> None:
     """Reject a bundle file or folder named like a standard or installed module."""
     for path in sorted(p for p in present if p.endswith(".py")):
@@ -266,30 +332,46 @@ def _check_shadowing(present: Iterable[str]) -> None:
             )
 
 
+def _tokenizer(
+    manifest: BundleManifest, manifest_path: str | None, training: ast.Module, path: str
+) -> tuple[str, str]:
+    """(tokenizer, where it came from): declared, else named in the training script, else byte."""
+    if manifest.tokenizer:
+        return manifest.tokenizer, f"declared in {manifest_path}"
+    inferred = inferred_tokenizer(training, path)
+    if inferred:
+        return inferred, f"named by reference_tokenizer in {path}"
+    return "byte", "the default"
+
+
 def check_contract(bundle: Bundle) -> Contract:
-    """Check prism.yaml, the two scripts and their symbols; return what later stages need."""
-    manifest = _read_manifest(bundle)
+    """Check the manifest, the two scripts and their symbols; return what later stages need."""
+    manifest_path = _manifest_path(bundle)
+    manifest = _read_manifest(bundle, manifest_path)
+    manifest_dir = str(PurePosixPath(manifest_path).parent) if manifest_path else "."
+    manifest_dir = "" if manifest_dir == "." else manifest_dir
     present = {f.path for f in bundle.files}
-    architecture = _check_entrypoint("architecture", manifest.entrypoints.architecture, present)
-    training = _check_entrypoint("training", manifest.entrypoints.training, present)
-    if architecture.casefold() == training.casefold():
-        raise Rejected(
-            "contract.bad_entrypoint",
-            f"architecture and training must be two files; both are {architecture}",
-        )
-    for path, symbol in (
-        (architecture, manifest.symbols.build_model),
-        (training, manifest.symbols.train),
-    ):
-        if not symbol.isidentifier() or keyword.iskeyword(symbol):
-            raise Rejected("contract.invalid", f"symbol {symbol[:80]!r} is not a Python name")
-        _check_symbol(_parse(bundle, path), path, symbol)
+    architecture, build_symbol = _entrypoint(
+        "architecture", manifest.architecture, manifest_dir, present
+    )
+    training, train_symbol = _entrypoint("training", manifest.training, manifest_dir, present)
+    _check_module_names(architecture, training)
+    _check_role_files("architecture", manifest.architecture, manifest_dir, present)
+    _check_role_files("training", manifest.training, manifest_dir, present)
+    trees = {}
+    for path, symbol in ((architecture, build_symbol), (training, train_symbol)):
+        trees[path] = parse_script(bundle, path)
+        _check_symbol(trees[path], path, symbol)
     _check_shadowing(present)
+    tokenizer, source = _tokenizer(manifest, manifest_path, trees[training], training)
     return Contract(
         manifest=manifest,
+        manifest_path=manifest_path,
         architecture_path=architecture,
         training_path=training,
-        build_symbol=manifest.symbols.build_model,
-        train_symbol=manifest.symbols.train,
-        tokenizer=manifest.tokenizer,
+        build_symbol=build_symbol,
+        train_symbol=train_symbol,
+        tokenizer=tokenizer,
+        tokenizer_source=source,
+        architecture_name=architecture_name(trees[architecture]),
     )

@@ -53,8 +53,9 @@ def build_record(
 ) -> Record:
     """Assemble the record from what the stages established (no I/O)."""
     request, config = evaluation.request, evaluation.config
-    bundle, train = evaluation.bundle, evaluation.train
-    tokenizer = evaluation.tokenizer
+    bundle, train, contract = evaluation.bundle, evaluation.train, evaluation.contract
+    # The stream's tokenizer: the bundle's, or bytes when train(ctx) asked for them.
+    tokenizer = (train.tokenizer if train else None) or evaluation.tokenizer
     run = stream = prefix_audit = None
     if train is not None and train.figures:
         figures = train.figures
@@ -102,6 +103,10 @@ def build_record(
             source=request.bundle.name,
             submitter=request.submitter,
             submitted_at=request.submitted_at,
+            compressed_bytes=bundle.compressed_bytes if bundle else None,
+            architecture_name=contract.architecture_name if contract else None,
+            kind=contract.manifest.kind if contract else None,
+            architecture_id=contract.manifest.architecture_id if contract else None,
         ),
         inputs=None
         if request.config_error

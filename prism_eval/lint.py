@@ -61,15 +61,16 @@ RULES: dict[str, Rule] = {
         "rebuild state from code, or use safetensors",
     ),
     "lint.introspection": Rule(
-        "reaches into the interpreter (imports, frames, module table)",
-        "use plain imports and attributes",
+        "reaches into the interpreter (frames, the object graph, the import system)",
+        "use plain imports and attributes; inspect.signature and gc.collect are fine",
     ),
     "lint.dynamic_code": Rule(
-        "runs or looks up code built at run time", "write the code out as ordinary Python"
+        "runs code built at run time", "write the code out as ordinary Python"
     ),
     "lint.file_access": Rule(
-        "reads or writes files directly",
-        "take data from ctx.iter_train_batches; write outputs only under ctx.artifacts_dir",
+        "touches the file system in a way the sandbox refuses, or opens files while building "
+        "the model",
+        "build the model from code alone; the training loop may write under ctx.artifacts_dir",
     ),
     "lint.dunder_access": Rule(
         "walks interpreter internals through special attributes",
@@ -88,14 +89,21 @@ RULES: dict[str, Rule] = {
         "move shared code into a helper module that both scripts import",
     ),
     "lint.syntax_error": Rule("is not valid Python", "check it with `python -m py_compile`"),
+    "lint.embedded_data": Rule(
+        "looks like embedded data; bundles learn from scratch, so they may not carry weights, "
+        "tables or encoded text",
+        "compute it in code or remove it (what a bundle carries is bounded and shown as "
+        "compressed_bytes in every record)",
+    ),
 }
 
 _NAMES_BY_RULE: dict[str, tuple[str, ...]] = {
     "lint.process": (
-        "subprocess", "_posixsubprocess", "multiprocessing", "_multiprocessing", "pty", "signal",
-        "torch.multiprocessing", "asyncio.subprocess", "asyncio.create_subprocess_*",
-        "os.system", "os.popen", "os.exec*", "os.spawn*", "os.posix_spawn*", "os.fork*",
-        "os.kill*", "os._exit", "os.abort", "os.putenv", "os.unsetenv", "os.set*id",
+        "subprocess", "_posixsubprocess", "multiprocessing", "_multiprocessing", "pty",
+        "signal.pthread_kill", "signal.pidfd_send_signal", "torch.multiprocessing",
+        "asyncio.subprocess", "asyncio.create_subprocess_*", "os.system", "os.popen", "os.exec*",
+        "os.spawn*", "os.posix_spawn*", "os.fork*", "os.kill*", "os._exit", "os.abort",
+        "os.putenv", "os.unsetenv", "os.set*id",
     ),
     "lint.network": (
         "socket", "_socket", "ssl", "http", "urllib", "urllib3", "requests", "httpx", "aiohttp",
@@ -111,21 +119,28 @@ _NAMES_BY_RULE: dict[str, tuple[str, ...]] = {
         "pickle", "_pickle", "cPickle", "cloudpickle", "dill", "marshal", "shelve", "joblib",
         "copyreg", "torch.load", "torch.jit.load", "torch.package", "torch.serialization",
     ),
+    # Frame walking, the object graph and the import machinery; not inspect.signature, not
+    # gc.collect, not importlib.util.find_spec (honest code uses them).
     "lint.introspection": (
-        "importlib", "imp", "inspect", "gc", "builtins", "__builtin__", "code", "codeop", "runpy",
-        "zipimport", "pkgutil", "sys._getframe", "sys.settrace", "sys.setprofile",
+        "inspect.currentframe", "inspect.stack", "inspect.trace", "inspect.getouterframes",
+        "inspect.getinnerframes", "inspect.getframeinfo", "inspect.getgeneratorlocals",
+        "inspect.getcoroutinelocals", "inspect.getclosurevars", "gc.get_objects",
+        "gc.get_referrers", "gc.get_referents", "gc.callbacks", "importlib.import_module",
+        "importlib.reload", "importlib.__import__", "importlib.util.spec_from_*",
+        "importlib.util.module_from_spec", "importlib.machinery", "importlib.abc", "imp",
+        "builtins", "__builtin__", "code", "codeop", "runpy", "zipimport", "pkgutil",
+        "sys._getframe", "sys._current_frames", "sys.settrace", "sys.setprofile",
         "sys.addaudithook", "sys.meta_path", "sys.path_hooks", "sys.path_importer_cache",
         "sys.modules.update", "sys.modules.pop*", "sys.modules.setdefault", "sys.modules.clear",
         "sys.modules.__setitem__", "sys.modules.__delitem__", "threading.settrace",
         "threading.setprofile", "types.CodeType", "types.FunctionType",
     ),
+    # What the sandbox refuses anyway (devices, links, ownership, raw descriptors); reading and
+    # writing ordinary files is the sandbox's business, not the lint's.
     "lint.file_access": (
-        "os.open", "os.fdopen", "os.remove", "os.unlink", "os.rmdir", "os.removedirs",
-        "os.rename*", "os.replace", "os.truncate", "os.ftruncate", "os.link", "os.symlink",
-        "os.chmod", "os.chown", "os.lchown", "os.listdir", "os.scandir", "os.walk", "os.fwalk",
-        "os.mknod", "os.mkfifo", "os.memfd_create", "os.chdir", "os.chroot", "io.open",
-        "io.FileIO", "shutil", "tempfile", "glob", "mmap", "fileinput", "numpy.fromfile",
-        "numpy.memmap", "numpy.load", "torch.from_file", "torch.*.from_file",
+        "os.open", "os.fdopen", "os.link", "os.symlink", "os.chmod", "os.chown", "os.lchown",
+        "os.mknod", "os.mkfifo", "os.memfd_create", "os.chroot", "torch.from_file",
+        "torch.*.from_file",
     ),
 }  # fmt: skip
 REFERENCES: tuple[tuple[str, str], ...] = tuple(
@@ -138,8 +153,6 @@ BUILTINS: dict[str, str] = {
     "exec": "lint.dynamic_code",
     "compile": "lint.dynamic_code",
     "__import__": "lint.dynamic_code",
-    "globals": "lint.dynamic_code",
-    "vars": "lint.dynamic_code",
     "breakpoint": "lint.dynamic_code",
     "open": "lint.file_access",
     "__builtins__": "lint.dunder_access",
@@ -153,6 +166,14 @@ DUNDERS = frozenset(
     }
 )  # fmt: skip
 _MODULE_DUNDERS = frozenset({"__dict__", "__getattribute__"})  # flagged on imported names only
+# Library settings a training script may assign (TF32, cudnn, the compiler): not monkeypatching.
+SETTINGS = ("torch.backends.*", "torch._dynamo.config.*", "torch._inductor.config.*")
+# Data-like literals: far beyond what honest code holds (a long docstring has spaces; a table of
+# a few hundred numbers is already rare), far below what a useful pretrained table needs.
+DENSE_TEXT_CHARS = 2048  # a string this long with under 2 % whitespace: base64, hex, a blob
+MAX_TEXT_CHARS = 32 * 1024  # any string, or the strings of one literal together
+MAX_NUMBERS = 512  # numeric constants in one list, tuple, set or dict literal
+_CONTAINERS = ast.List | ast.Tuple | ast.Set | ast.Dict
 
 
 @functools.lru_cache(maxsize=4096)
@@ -166,6 +187,32 @@ def match_reference(name: str) -> str | None:
         for pattern, rule_id in _WILD:
             if fnmatchcase(prefix, pattern):
                 return rule_id
+    return None
+
+
+def embedded_data(node: ast.AST) -> str | None:
+    """Describe a literal that looks like data rather than code, else None."""
+    if isinstance(node, ast.Constant):
+        value = node.value
+        if not isinstance(value, str | bytes):
+            return None
+        text = value if isinstance(value, str) else value.decode("latin-1")
+        spaces = sum(text.count(c) for c in " \n\t")
+        dense = len(text) >= DENSE_TEXT_CHARS and spaces < 0.02 * len(text)
+        if dense or len(text) > MAX_TEXT_CHARS:
+            return f"a {len(text):,}-character {type(value).__name__} literal"
+        return None
+    numbers = chars = 0
+    for item in ast.walk(node):
+        if isinstance(item, ast.Constant):
+            if isinstance(item.value, int | float | complex) and not isinstance(item.value, bool):
+                numbers += 1
+            elif isinstance(item.value, str | bytes):
+                chars += len(item.value)
+    if numbers >= MAX_NUMBERS:
+        return f"a literal of {numbers:,} numbers"
+    if chars > MAX_TEXT_CHARS:
+        return f"a literal holding {chars:,} characters of strings"
     return None
 
 
@@ -253,6 +300,11 @@ class _FileLinter:
             return ()
         if isinstance(node, ast.Attribute | ast.Name):
             return self._check_reference(node)
+        if isinstance(node, _CONTAINERS | ast.Constant):
+            found = embedded_data(node)
+            if found:
+                self.add("lint.embedded_data", node, found)
+                return ()
         if isinstance(node, ast.Call):
             self._check_call(node)
         elif isinstance(node, ast.Subscript) and not isinstance(node.ctx, ast.Load):
@@ -289,7 +341,7 @@ class _FileLinter:
             rule_id = match_reference(qualname)
             if rule_id:
                 self.add(rule_id, node, f"`{qualname}`")
-        elif qualname and attrs:
+        elif qualname and attrs and not any(fnmatchcase(qualname, p) for p in SETTINGS):
             self.add("lint.monkeypatch", node, f"assigning `{qualname}`")
         return () if isinstance(base, ast.Name) else (base,)
 

@@ -56,7 +56,7 @@ from prism_eval.scoring import (
     total_nats,
 )
 from prism_eval.stream import PackedBatch, StreamTally, pack_batches
-from prism_eval.tokenizers import Tokenizer, load_tokenizer
+from prism_eval.tokenizers import Tokenizer, load_tokenizer, tokenizer_dir
 from prism_eval.weights import final_weights_cap, read_final_weights
 
 STAGES = (
@@ -187,7 +187,11 @@ class Evaluation:
         assert self.bundle is not None
         self.contract = check_contract(self.bundle)
         self.tokenizer = load_tokenizer(self.contract.tokenizer)
-        return f"tokenizer {self.tokenizer.name} (vocab {self.tokenizer.vocab_size:,})"
+        name = self.contract.architecture_name or "unnamed architecture"
+        return (
+            f"{name}; tokenizer {self.tokenizer.name} (vocab {self.tokenizer.vocab_size:,}, "
+            f"{self.contract.tokenizer_source})"
+        )
 
     def stage_lint(self) -> str | Skipped:
         """The friendly AST lint (not the security boundary)."""
@@ -277,7 +281,7 @@ class Evaluation:
             heldout = list(
                 pack_batches(
                     documents,
-                    self.tokenizer,
+                    self.train.tokenizer or self.tokenizer,
                     batch_size=self.train.batch_size,
                     seq_len=self.train.seq_len,
                     byte_budget=self.config.heldout_byte_budget,
@@ -418,6 +422,8 @@ class Evaluation:
         artifacts = artifacts or self._artifacts_dir()
         scratch = scratch or self._scratch(job)
         readable_data = self.request.data_dir / "train" if readable else None
+        tokenizers = tokenizer_dir()
+        reference_tokenizers = tokenizers if tokenizers.is_dir() else None
         sandbox = sandbox_spec(
             job,
             config,
@@ -425,6 +431,7 @@ class Evaluation:
             scratch_dir=scratch,
             artifacts_dir=artifacts,
             readable_data_dir=readable_data,
+            reference_tokenizer_dir=reference_tokenizers,
             protected=self._protected_paths(),
         )
         prepare_worker_dirs(self.work_dir, [scratch, artifacts], sandbox.drop_to_uid)
@@ -448,6 +455,7 @@ class Evaluation:
             byte_budget=config.byte_budget,
             artifacts_dir=str(artifacts),
             data_dir=str(readable_data) if readable_data else None,
+            reference_tokenizer_dir=str(reference_tokenizers) if reference_tokenizers else None,
             final_weights_path=str(artifacts / "final.safetensors"),
             sandbox=sandbox,
         )

@@ -41,6 +41,7 @@ from prism_eval.scored_run import (
     check_geometry,
     refusing,
     serve_batches,
+    stream_tokenizer,
 )
 from prism_eval.stream import BatchProducer, PackedBatch, StreamTally, pack_batches
 from prism_eval.tokenizers import Tokenizer
@@ -88,6 +89,10 @@ def as_rank_error(error: PrismError, rank: int) -> PrismError:
     )
 
 
+def _geometry(request: StreamOpen) -> tuple[int, int, str]:
+    return request.batch_size, request.seq_len, request.tokenizer
+
+
 class SharedStream:
     """The ranks' one stream: cut when the first rank asks; every rank must ask alike."""
 
@@ -108,25 +113,27 @@ class SharedStream:
 
     def check(self, request: StreamOpen) -> None:
         """Accept the first request (cutting the shards) and the same geometry after it."""
-        check_geometry(request, self._spec)  # bounds and the declared tokenizer, every rank
+        check_geometry(request, self._spec)  # bounds, every rank
+        tokenizer = stream_tokenizer(request.tokenizer, self._tokenizer)
         with self._lock:
             first = self.request
             if first is None:
-                self.shards = self._cut(request)
+                self.shards = self._cut(request, tokenizer)
                 self.request = request
-            elif (request.batch_size, request.seq_len) != (first.batch_size, first.seq_len):
+            elif _geometry(request) != _geometry(first):
                 raise Failed(
                     "ranks.geometry_mismatch",
-                    f"asked for batches of {request.batch_size} × {request.seq_len}, another "
-                    f"rank for {first.batch_size} × {first.seq_len}",
-                    hint="call ctx.iter_train_batches with the same batch_size and seq_len on "
-                    "every rank",
+                    f"asked for {request.tokenizer} batches of {request.batch_size} × "
+                    f"{request.seq_len}, another rank for {first.tokenizer} batches of "
+                    f"{first.batch_size} × {first.seq_len}",
+                    hint="call ctx.iter_train_batches with the same batch_size, seq_len and "
+                    "tokenizer on every rank",
                 )
 
-    def _cut(self, request: StreamOpen) -> list[list[PackedBatch]]:
+    def _cut(self, request: StreamOpen, tokenizer: Tokenizer) -> list[list[PackedBatch]]:
         batches = pack_batches(
             self._documents,
-            self._tokenizer,
+            tokenizer,
             batch_size=request.batch_size,
             seq_len=request.seq_len,
             byte_budget=2**62,  # shard_batches decides where to stop

@@ -48,6 +48,16 @@ class Subject(_Model):
     source: str = Field(description="The bundle's file name as given (informational).")
     submitter: str | None = Field(None, description="Who submitted it (given to `run`).")
     submitted_at: str | None = Field(None, description="When it was submitted (ISO 8601, UTC).")
+    compressed_bytes: int | None = Field(
+        None,
+        description="zlib level 9 over the files in path order: a bound on what the bundle can "
+        "carry besides code (informational; zlib builds may differ by a few bytes).",
+    )
+    architecture_name: str | None = Field(
+        None, description="ARCHITECTURE_NAME from the architecture script, moderated."
+    )
+    kind: str | None = Field(None, description="prism.yaml's kind (recorded, evaluated alike).")
+    architecture_id: str | None = Field(None, description="prism.yaml's architecture_id.")
 
 
 class DataRef(_Model):

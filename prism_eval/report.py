@@ -67,6 +67,7 @@ def curve_png(record: Record) -> bytes | None:
 def render_report(verified: Verified) -> str:
     """The whole page as one HTML string (no external resources)."""
     record = verified.record
+    subject = record.subject
     signer = "a pinned key" if verified.pinned else "the record's own key (not pinned)"
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -78,7 +79,12 @@ def render_report(verified: Verified) -> str:
         + (f" <code>{_e(record.reason.rule_id)}</code>" if record.reason.rule_id else "")
         + (f"<br>hint: {_e(record.reason.hint)}" if record.reason.hint else "")
         + "</p>",
-        f"<p>Bundle <code>{_e(record.subject.bundle_sha256)}</code> ({_e(record.subject.source)})"
+        f"<p>{_e(subject.architecture_name or 'Unnamed architecture')}: bundle "
+        f"<code>{_e(subject.bundle_sha256)}</code> ({_e(subject.source)}"
+        + (f", kind {_e(subject.kind)}" if subject.kind else "")
+        + (f", architecture id {_e(subject.architecture_id)}" if subject.architecture_id else "")
+        + (f"; {subject.compressed_bytes:,} bytes compressed" if subject.compressed_bytes else "")
+        + ")"
         f"<br>Signature verified against {signer}: key <code>{_e(record.signer.keyid[:16])}"
         f"…</code> ({_e(record.signer.mode)})<br>Evaluated {_e(record.started_at)} → "
         f"{_e(record.finished_at)} by prism-eval {_e(record.evaluator.version)}</p>",

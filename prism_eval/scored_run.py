@@ -57,7 +57,7 @@ from prism_eval.sandbox.session import (
 from prism_eval.scoring import BatchFigures
 from prism_eval.shared_memory import SharedBuffers
 from prism_eval.stream import BatchProducer, PackedBatch, StreamTally, pack_batches
-from prism_eval.tokenizers import Tokenizer
+from prism_eval.tokenizers import Tokenizer, load_tokenizer
 
 TRAIN_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
     "import": (Failed, "train.import_failed", "importing the bundle's scripts raised"),
@@ -89,6 +89,7 @@ class TrainOutcome:
     figures: list[BatchFigures] = field(default_factory=list)
     tally: StreamTally = field(default_factory=StreamTally)
     wall_seconds: float = 0.0
+    tokenizer: Tokenizer | None = None  # the stream's: the bundle's, or bytes
     first: ScoredBatch | None = None
     recent: collections.deque[ScoredBatch] = field(default_factory=collections.deque)
 
@@ -101,16 +102,32 @@ class TrainOutcome:
             self.recent.popleft()
 
 
-def check_geometry(request: StreamOpen, spec: JobSpec) -> None:
-    """Refuse a stream request outside the config's bounds or with another tokenizer."""
-    if request.tokenizer != spec.tokenizer:
+def stream_tokenizer(requested: str, declared: Tokenizer) -> Tokenizer:
+    """The tokenizer of the stream train(ctx) asked for: the bundle's (declared in prism.yaml or
+    named in its reference_tokenizer calls), or bytes (`tokenizer=None`, as in the reference).
+    The supervisor tokenizes with its own copy; a miner's tokenizer object is never run."""
+    if requested == declared.name:
+        return declared
+    if requested == "byte":  # byte ids fit every reference vocabulary the model was built for
+        return load_tokenizer("byte")
+    if requested.startswith("custom:"):
         raise Rejected(
-            "train.undeclared_tokenizer",
-            f"train(ctx) asked for tokenizer {request.tokenizer!r}, but the bundle declares "
-            f"{spec.tokenizer!r}",
-            hint="declare it in prism.yaml (`tokenizer: ...`) and pass "
-            "ctx.reference_tokenizer(name) or nothing to iter_train_batches",
+            "train.custom_tokenizer",
+            f"train(ctx) passed its own tokenizer ({requested.removeprefix('custom:')}) to "
+            "iter_train_batches; only the reference tokenizers can be scored, because the "
+            "score counts the exact bytes each token stands for",
+            hint="pass ctx.reference_tokenizer('gpt2' | 'llama' | 'byte'), or nothing for bytes",
         )
+    raise Rejected(
+        "train.undeclared_tokenizer",
+        f"train(ctx) asked for the {requested} stream, but the model was built for "
+        f"{declared.name} (vocab {declared.vocab_size:,})",
+        hint=f"declare `tokenizer: {requested}` in prism.yaml, so ctx.vocab_size fits it",
+    )
+
+
+def check_geometry(request: StreamOpen, spec: JobSpec) -> None:
+    """Refuse a stream request outside the config's bounds."""
     if not 2 <= request.seq_len <= spec.max_seq_len:
         raise Rejected(
             "train.bad_seq_len",
@@ -355,6 +372,7 @@ def run_training(
         request = await_stream_open(crew.trainer, spec, limits)
 
         def check_request() -> None:
+            outcome.tokenizer = stream_tokenizer(request.tokenizer, tokenizer)
             check_geometry(request, spec)
             check_logits_size(request, logits_width, config)
             check_model(request.tensors, built, spec.max_params)
@@ -367,9 +385,10 @@ def run_training(
             t.elements for t in request.tensors if t.kind == "buffer" and t.dtype in FLOATING
         )
         _hand_out_buffers(crew, request, logits_width, config)
+        assert outcome.tokenizer is not None
         batches = pack_batches(
             documents,
-            tokenizer,
+            outcome.tokenizer,
             batch_size=request.batch_size,
             seq_len=request.seq_len,
             byte_budget=spec.byte_budget,

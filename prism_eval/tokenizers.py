@@ -13,10 +13,7 @@ nothing here can reach a network or a download cache.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
-import hashlib
 import os
 import sys
 from abc import ABC, abstractmethod
@@ -29,24 +26,21 @@ import numpy.typing as npt
 import tiktoken
 
 from prism_eval.errors import EvaluatorError
+from prism_eval.tokenizer_files import (
+    GPT2_BOS_ID,
+    GPT2_FILE,
+    GPT2_SHA256,
+    LLAMA_FILE,
+    LLAMA_SHA256,
+    TOKENIZER_DIR_ENV,
+    gpt2_encoding_arguments,
+    read_tiktoken_ranks,
+    sha256_file,
+)
 
 TokenizerName = Literal["byte", "gpt2", "llama"]
 TOKENIZER_NAMES: tuple[str, ...] = get_args(TokenizerName)
 
-TOKENIZER_DIR_ENV = "PRISM_EVAL_TOKENIZER_DIR"
-GPT2_FILE = "gpt2.tiktoken"
-GPT2_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"
-GPT2_ENDOFTEXT = "<|endoftext|>"
-GPT2_BOS_ID = 50256
-# The GPT-2 / r50k pre-tokenizer, as tiktoken ships it (tiktoken_ext/openai_public.py).
-GPT2_PAT_STR = (
-    r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}++| ?\p{N}++| ?[^\s\p{L}\p{N}]++|\s++$|\s+(?!\S)|\s"""
-)
-LLAMA_FILE = "llama.model"
-# The reference challenge's llama tokenizer: hf-internal-testing/llama-tokenizer, tokenizer.model
-# at revision d02ad6cb9dd2c2296a6332199fa2fdca5938fef0. Two validators with different files would
-# score one bundle differently, so no other file is accepted.
-LLAMA_SHA256 = "9e556afd44213b6bd1be2b850ebbbd98f5481437a8021afaf58ee7fb1818d347"
 LLAMA_STAGING_HINT = (
     "download tokenizer.model from hf-internal-testing/llama-tokenizer at revision "
     "d02ad6cb9dd2c2296a6332199fa2fdca5938fef0, then `python scripts/stage_llama.py --from "
@@ -63,11 +57,6 @@ def tokenizer_dir() -> Path:
     if override:
         return Path(override)
     return Path(sys.prefix) / "share" / "prism-eval" / "tokenizers"
-
-
-def _sha256_file(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def _first_difference(expected: bytes, actual: bytes) -> str:
@@ -167,55 +156,18 @@ class ByteTokenizer(Tokenizer):
         return ids.astype(np.uint8).tobytes()
 
 
-def _read_tiktoken_ranks(path: Path, expected_sha256: str) -> dict[bytes, int]:
-    """Parse a `.tiktoken` ranks file (base64 token, space, rank per line) after a hash check.
-
-    tiktoken's own `load_tiktoken_bpe` reads and writes a download cache keyed by the path, so
-    the file is parsed here instead: one local read, nothing else touched.
-    """
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise EvaluatorError("inputs.tokenizer_missing", f"cannot read {path}: {exc}") from exc
-    actual = hashlib.sha256(data).hexdigest()
-    if actual != expected_sha256:
-        raise EvaluatorError(
-            "inputs.tokenizer_corrupt",
-            f"{path} has sha256 {actual}, expected {expected_sha256}",
-            hint="re-stage it: `python scripts/stage_gpt2.py --prefix .venv`",
-        )
-    ranks: dict[bytes, int] = {}
-    for lineno, line in enumerate(data.splitlines(), start=1):
-        if not line:
-            continue
-        try:
-            token, rank = line.split()
-            ranks[base64.b64decode(token, validate=True)] = int(rank)
-        except (ValueError, binascii.Error) as exc:
-            raise EvaluatorError(
-                "inputs.tokenizer_corrupt", f"{path}:{lineno}: not a tiktoken ranks line"
-            ) from exc
-    return ranks
-
-
 class Gpt2Tokenizer(Tokenizer):
     """GPT-2's byte-level BPE through tiktoken, built from the staged ranks file only."""
 
     lossy_hint = "gpt2 is byte-level BPE and should never be lossy: report this as a bug"
 
     def __init__(self, path: Path) -> None:
-        ranks = _read_tiktoken_ranks(path, GPT2_SHA256)
+        ranks = read_tiktoken_ranks(path, GPT2_SHA256)
         self.name = "gpt2"
         self.vocab_size = GPT2_BOS_ID + 1
         self.bos_id = GPT2_BOS_ID
         self.fingerprint = GPT2_SHA256
-        self._encoding = tiktoken.Encoding(
-            name="gpt2",
-            pat_str=GPT2_PAT_STR,
-            mergeable_ranks=ranks,
-            special_tokens={GPT2_ENDOFTEXT: GPT2_BOS_ID},
-            explicit_n_vocab=self.vocab_size,
-        )
+        self._encoding = tiktoken.Encoding(**gpt2_encoding_arguments(ranks))
         # bytes per id; BOS (the only special token) carries 0 bytes (DESIGN §5).
         table = np.zeros(self.vocab_size, dtype=np.int32)
         for token, rank in ranks.items():
@@ -261,7 +213,7 @@ class LlamaTokenizer(Tokenizer):
                 f"SentencePiece model {path} has no BOS piece",
                 hint="use a model trained with a BOS id (the Llama tokenizer has <s> = 1)",
             )
-        self.fingerprint = _sha256_file(path)
+        self.fingerprint = sha256_file(path)
         self._processor = processor
         # bytes per id: byte pieces `<0xNN>` are one byte, control/unknown pieces none, and a
         # normal piece its UTF-8 length with '▁' standing for one space.
@@ -307,7 +259,7 @@ def _load_cached(name: str, path: Path, size: int, mtime_ns: int) -> Tokenizer:
     # size and mtime are part of the key so a re-staged file is picked up.
     if name == "gpt2":
         return Gpt2Tokenizer(path)
-    digest = _sha256_file(path)
+    digest = sha256_file(path)
     if digest != LLAMA_SHA256:
         raise EvaluatorError(
             "inputs.tokenizer_unpinned",

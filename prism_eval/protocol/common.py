@@ -101,6 +101,9 @@ class JobSpec(Message):
     byte_budget: int
     artifacts_dir: str
     data_dir: str | None = Field(description="Train split, only when data_access is readable.")
+    reference_tokenizer_dir: str | None = Field(
+        None, description="The staged tokenizer files (read-only), for ctx.reference_tokenizer."
+    )
     final_weights_path: str
     gated: bool = Field(
         False, description="Wait for Go after Ready before importing any bundle file."

@@ -1,11 +1,11 @@
 """Supervisor: what a worker may touch — the SandboxSpec for one role, from the config.
 
 Landlock grants are as narrow as the runtime allows: the interpreter, its libraries and this
-package read-only; the bundle read-only; scratch read-write. Beyond that, per role: the trainer
-and the ranks write their artifacts dir (and read the train split under `data_access:
-readable`); the referee reads the saved weights; the predictor and the auditor get nothing
-more. The data, held-out and key paths must lie outside every grant: if one does not, the run
-stops with an error rather than expose it.
+package read-only; the bundle and the staged reference tokenizers read-only; scratch read-write.
+Beyond that, per role: the trainer and the ranks write their artifacts dir (and read the train
+split under `data_access: readable`); the referee reads the saved weights; the predictor and the
+auditor get nothing more. The data, held-out and key paths must lie outside every grant: if one
+does not, the run stops with an error rather than expose it.
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ def sandbox_spec(
     artifacts_dir: Path,
     readable_data_dir: Path | None,
     protected: Iterable[Path],
+    reference_tokenizer_dir: Path | None = None,
 ) -> SandboxSpec:
     """The isolation a worker for `job` applies to itself."""
     runtime = runtime_read_paths()
@@ -110,6 +111,8 @@ def sandbox_spec(
         read_paths.append(str(artifacts_dir))
     if readable_data_dir is not None:
         read_paths.append(str(readable_data_dir))
+    if reference_tokenizer_dir is not None:  # public, pinned files: ctx.reference_tokenizer
+        read_paths.append(str(reference_tokenizer_dir))
     write_paths = [str(scratch_dir), SHARED_MEMORY]
     trains = job in ("trainer", "ranks")
     if trains:

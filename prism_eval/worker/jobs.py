@@ -52,23 +52,30 @@ def make_context(
     """The context for this job."""
     return PrismContext(
         vocab_size=spec.vocab_size,
-        max_seq_len=spec.max_seq_len,
-        max_params=spec.max_params,
+        sequence_length=spec.max_seq_len,
+        max_parameters=spec.max_params,
         seed=spec.seed,
         device=spec.device,
         byte_budget=spec.byte_budget,
         token_budget=spec.byte_budget,
         artifacts_dir=spec.artifacts_dir,
         data_dir=spec.data_dir,
+        reference_tokenizer_dir=spec.reference_tokenizer_dir,
         tokenizer=spec.tokenizer,
         bos_token_id=spec.bos_id,
         max_batch_size=spec.max_batch_size,
         rank=spec.rank,
         local_rank=spec.rank,
         world_size=spec.world_size,
+        distributed_backend=_backend(spec) if spec.world_size > 1 else None,
         _build=build,
         _stream=stream,
     )
+
+
+def _backend(spec: JobSpec) -> str:
+    """What torch.distributed uses between ranks: nccl on GPUs, gloo on CPUs."""
+    return "nccl" if spec.device == "cuda" else "gloo"
 
 
 def build_scored_models(channel: Channel, spec: JobSpec, count: int = 1) -> list[torch.nn.Module]:

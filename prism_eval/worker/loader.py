@@ -54,9 +54,14 @@ def reseed(seed: int) -> None:
 
 
 def load_script(bundle_dir: Path, relative_path: str) -> ModuleType:
-    """Execute one bundle script as a module named after its file stem."""
+    """Execute one bundle script as a module named after its file stem, as the reference does
+    (so `from architecture import build_model` finds src/architecture.py too); its folder joins
+    the end of sys.path, so its helpers import and never shadow installed modules."""
     path = bundle_dir / relative_path
-    name = Path(relative_path).with_suffix("").as_posix().replace("/", ".")
+    for folder in (bundle_dir, path.parent):
+        if str(folder) not in sys.path:
+            sys.path.append(str(folder))
+    name = Path(relative_path).stem
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or spec.loader is None:
         raise ImportError(f"cannot load {relative_path}")
@@ -85,8 +90,6 @@ def load_build_model(
     `from architecture import build_model` in training.py then gets the wrapper too, so the
     initial weights depend on (bundle, seed) alone however the miner builds the model.
     """
-    if str(bundle_dir) not in sys.path:
-        sys.path.append(str(bundle_dir))  # last: bundle helpers never shadow installed modules
     module = load_script(bundle_dir, architecture_file)
     build = getattr(module, symbol)
     wrapped = seeded(build, seed)

@@ -39,7 +39,8 @@ class PrismBatch:
 
     `tokens` is (batch, seq_len) int64 on ctx.device, as in the reference challenge: train the
     model to predict `tokens[:, 1:]` from the positions before them. `inputs` and `targets` are
-    those two views; `batch[...]` indexes `tokens`.
+    those two slices, contiguous (so `.view()` works on them, as nanoGPT-style code expects);
+    `batch[...]` indexes `tokens`.
     """
 
     tokens: torch.Tensor
@@ -48,12 +49,12 @@ class PrismBatch:
     @property
     def inputs(self) -> torch.Tensor:
         """tokens[:, :-1]: the positions that predict."""
-        return self.tokens[:, :-1]
+        return self.tokens[:, :-1].contiguous()
 
     @property
     def targets(self) -> torch.Tensor:
         """tokens[:, 1:]: what each position of `inputs` predicts."""
-        return self.tokens[:, 1:]
+        return self.tokens[:, 1:].contiguous()
 
     @property
     def shape(self) -> torch.Size:
@@ -66,18 +67,6 @@ class PrismBatch:
     def to(self, *args: Any, **kwargs: Any) -> torch.Tensor:
         """`tokens.to(...)`."""
         return self.tokens.to(*args, **kwargs)
-
-
-def tokenizer_name(tokenizer: Any, declared: str) -> str:
-    """The name to ask the supervisor for: a reference handle's name, or a custom marker."""
-    if tokenizer is None:
-        return declared
-    if isinstance(tokenizer, str):
-        return tokenizer
-    name = getattr(tokenizer, "prism_reference_name", None)
-    if isinstance(name, str):
-        return name
-    return f"custom:{type(tokenizer).__name__}"[:64]
 
 
 class ScoredStream:

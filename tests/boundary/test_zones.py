@@ -17,17 +17,18 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "prism_eval"
 ML_LIBRARIES = {"torch", "numpy", "safetensors"}
+REFERENCE_TOKENIZERS = {"tiktoken", "sentencepiece"}  # what ctx.reference_tokenizer returns
 MESSAGES = {"pydantic", "orjson"}
 NEVER_IN_THE_SUPERVISOR = {"torch"}
 
 # zone → (prism_eval zones it may import, third-party top-level packages it may import)
 ZONES: dict[str, tuple[set[str], set[str] | None]] = {
     "shared": ({"shared"}, MESSAGES | {"numpy"}),  # numpy only lazily, in a child's channel
-    "worker": ({"shared", "worker"}, MESSAGES | ML_LIBRARIES),
+    "worker": ({"shared", "worker"}, MESSAGES | ML_LIBRARIES | REFERENCE_TOKENIZERS),
     "scorer": ({"shared", "scorer"}, MESSAGES | {"torch", "numpy"}),
     "supervisor": ({"shared", "supervisor"}, None),  # any library but torch
 }
-SHARED = ("protocol", "errors.py", "__init__.py")
+SHARED = ("protocol", "errors.py", "tokenizer_files.py", "__init__.py")
 
 
 def zone_of_path(relative: Path) -> str:
@@ -47,7 +48,7 @@ def zone_of_import(name: str) -> str | None:
         return "shared"
     if parts[1] in ("worker", "scorer"):
         return parts[1]
-    return "shared" if parts[1] in ("protocol", "errors") else "supervisor"
+    return "shared" if parts[1] in ("protocol", "errors", "tokenizer_files") else "supervisor"
 
 
 def imports_of(path: Path) -> set[str]:

@@ -100,5 +100,7 @@ def test_leaderboard_ranks_real_records_and_drops_a_tampered_one(
     board = result.document()
     assert len(board["ranking"]) == 2
     assert {entry["submitter"] for entry in board["ranking"]} >= {"alice"}
+    assert {entry["architecture_name"] for entry in board["ranking"]} == {"Tiny causal transformer"}
+    assert all(entry["compressed_bytes"] > 0 for entry in board["ranking"])
     assert board["excluded"][0]["record"] == str(tampered)
     assert sorted(board["weights"].values()) == [0.0, 1.0]

@@ -23,6 +23,8 @@ def test_report_embeds_the_curve_and_escapes_record_text() -> None:
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert "data:image/png;base64," in page and "id='curve'" in page
     assert "http://" not in page and "https://" not in page  # nothing fetched from outside
+    assert "Tiny &lt;b&gt;transformer&lt;/b&gt;: bundle" in page
+    assert "kind full; 1,234 bytes compressed" in page
     assert "<h2>Prefix audit</h2><p>1 steps audited (rate 0.1), 4 positions" in page
 
 

@@ -33,6 +33,9 @@ def test_example_is_scored_with_a_plausible_bpb(example_run: tuple[CliResult, Pa
     assert run["bytes"] >= TEST_BUDGET and run["stopped_by"] == "budget"
     assert run["tokens"] == run["batches"] * run["batch_size"] * (run["seq_len"] - 1)
     assert record["signer"]["mode"] == "ephemeral"
+    subject = record["subject"]
+    assert (subject["architecture_name"], subject["kind"]) == ("Tiny causal transformer", "full")
+    assert 0 < subject["compressed_bytes"] < sum(f["bytes"] for f in subject["files"])
 
 
 def test_example_record_verifies_with_its_stream(example_run: tuple[CliResult, Path]) -> None:
@@ -66,7 +69,7 @@ def test_worker_output_never_reaches_stdout(example_run: tuple[CliResult, Path])
         ("reject_not_a_module", "rejected", 3, "probe.not_a_module"),
         ("reject_wrong_shape", "rejected", 3, "probe.bad_output_shape"),
         ("reject_narrow_logits", "rejected", 3, "probe.narrow_logits"),
-        ("reject_undeclared_tokenizer", "rejected", 3, "train.undeclared_tokenizer"),
+        ("reject_custom_tokenizer", "rejected", 3, "train.custom_tokenizer"),
         ("fail_never_iterates", "failed", 4, "train.no_batches"),
         ("fail_train_raises", "failed", 4, "train.exception"),
         ("fail_stops_early", "failed", 4, "train.stream_incomplete"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import io
@@ -10,6 +11,7 @@ import stat
 import struct
 import tracemalloc
 import zipfile
+import zlib
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -153,13 +155,18 @@ def zip_bomb(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return path
 
 
+# The bomb's archive (about 1 MiB) is over the default archive cap, which would stop it before
+# any inflation; these tests raise that cap so the streaming count is what must stop it.
+BOMB_ARCHIVE_CAP = 16 * MIB
+
+
 def test_zip_bomb_is_rejected_without_inflating(zip_bomb: Path, tmp_path: Path) -> None:
-    limits = IntakeLimits()
+    limits = IntakeLimits(max_archive_bytes=BOMB_ARCHIVE_CAP)
     assert zip_bomb.stat().st_size < limits.max_archive_bytes
     tracemalloc.start()
     try:
         with pytest.raises(Rejected) as caught:
-            load(zip_bomb, tmp_path)
+            load(zip_bomb, tmp_path, max_archive_bytes=BOMB_ARCHIVE_CAP)
         _, peak_bytes = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -185,7 +192,8 @@ def test_zip_bomb_with_lying_sizes_is_rejected_without_inflating(
     lying = tmp_path / "lying.zip"
     lying.write_bytes(zip_bomb.read_bytes())
     patch_central(lying, "training.py", 24, 100)  # uncompressed size: claims 100 bytes
-    assert rule_of(lying, tmp_path) == "intake.bad_archive"  # inflation stops; CRC fails
+    rule = rule_of(lying, tmp_path, max_archive_bytes=BOMB_ARCHIVE_CAP)
+    assert rule == "intake.bad_archive"  # inflation stops; CRC fails
     assert tree_bytes(tmp_path / "dest-0") == 0
 
 
@@ -193,6 +201,25 @@ def test_many_small_members_over_the_total_cap_are_rejected(tmp_path: Path) -> N
     members = [(f"part{i}.txt", "x" * 1000) for i in range(10)]
     source = write_zip(tmp_path / "b.zip", members)
     assert rule_of(source, tmp_path, max_total_bytes=5000) == "intake.too_large"
+
+
+def test_the_default_caps_stop_a_bundle_carrying_a_pretrained_table(tmp_path: Path) -> None:
+    """A 150k-parameter fp16 model, zlib + base64 in a string literal: about 400 KB of source,
+    over the default total, while honest code (nanoGPT's model and loop: 31 KB) fits 8 times."""
+    table = base64.b64encode(zlib.compress(os.urandom(300_000))).decode()
+    source = write_zip(
+        tmp_path / "b.zip",
+        [("architecture.py", ARCH), ("training.py", f"WEIGHTS = {table!r}\n" + TRAIN)],
+    )
+    assert rule_of(source, tmp_path) == "intake.too_large"
+
+
+def test_compressed_size_ignores_how_the_miner_zipped_it(tmp_path: Path) -> None:
+    members = [("architecture.py", ARCH), ("training.py", TRAIN), ("notes.md", "x" * 5000)]
+    stored = load(write_zip(tmp_path / "s.zip", members, zipfile.ZIP_STORED), tmp_path)
+    deflated = load(write_zip(tmp_path / "d.zip", members, zipfile.ZIP_DEFLATED), tmp_path)
+    assert stored.compressed_bytes == deflated.compressed_bytes
+    assert stored.compressed_bytes < sum(f.bytes for f in stored.files)
 
 
 def test_oversized_archive_is_rejected_before_opening(tmp_path: Path) -> None:

@@ -98,6 +98,9 @@ def make_record(
             bundle_sha256=BUNDLE_SHA,
             files=[BundleFile(path="architecture.py", sha256="a" * 64, bytes=321)],
             source="bundle.zip",
+            compressed_bytes=1234,
+            architecture_name="Tiny <b>transformer</b>",
+            kind="full",
         ),
         inputs=Inputs(
             data=DataRef(

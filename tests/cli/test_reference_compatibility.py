@@ -1,0 +1,86 @@
+"""Bundles written for the reference challenge run unchanged (docs/reference-compatibility.md).
+
+Real runs of bundles in the reference's style: its manifest schema, its interface import,
+`from architecture import build_model`, `ctx.reference_tokenizer("gpt2")` returning a working
+tiktoken encoding, `batch.tokens`, DDP behind `world_size > 1`; with and without the manifest,
+zipped inside a folder, other file names and symbols, bytes when no tokenizer is passed; and a
+nanoGPT-style model that returns (logits, loss) and calls .view() on its input.
+"""
+
+from __future__ import annotations
+
+import shutil
+import zipfile
+from pathlib import Path
+
+from tests.conftest import ROOT, TEST_BUDGET, run_cli
+
+ASSETS = ROOT / "tests" / "assets" / "bundles"
+REFERENCE_STYLE = ASSETS / "ok_reference_style"
+
+
+def zip_in_folder(source: Path, target: Path, folder: str) -> Path:
+    """Zip a bundle directory with every file under `folder/` and a README beside the folder
+    (so intake does not take the folder for a wrapper and strip it)."""
+    with zipfile.ZipFile(target, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("README.md", "The submission is in my-submission/.\n")
+        for path in sorted(source.rglob("*")):
+            if path.is_file():
+                archive.write(path, f"{folder}/{path.relative_to(source).as_posix()}")
+    return target
+
+
+def scored(*args: object) -> dict:  # type: ignore[type-arg]
+    result = run_cli("run", *args, "--byte-budget", str(TEST_BUDGET))
+    assert result.exit_code == 0, result.stderr
+    record = result.record
+    assert record["status"] == "scored", record["reason"]
+    return record
+
+
+def test_a_reference_style_bundle_scores_alike_with_and_without_its_manifest(
+    tmp_path: Path,
+) -> None:
+    zipped = scored(zip_in_folder(REFERENCE_STYLE, tmp_path / "b.zip", "my-submission"))
+    bare = tmp_path / "bare"
+    shutil.copytree(REFERENCE_STYLE, bare, ignore=shutil.ignore_patterns("prism.yaml"))
+    inferred = scored(bare)  # the tokenizer comes from its reference_tokenizer("gpt2") call
+    for record in (zipped, inferred):
+        assert record["inputs"]["tokenizer"]["name"] == "gpt2"
+        assert record["subject"]["architecture_name"] == "RMSNorm decoder (reference style)"
+    assert zipped["subject"]["architecture_id"] == "prism-eval-tests/rmsnorm-decoder"
+    assert inferred["subject"]["architecture_id"] is None
+    assert zipped["score"]["bpb"] == inferred["score"]["bpb"]
+    contract = next(s for s in zipped["stages"] if s["name"] == "contract")
+    assert "declared in my-submission/prism.yaml" in contract["message"]
+
+
+def test_declared_paths_and_symbols_and_no_tokenizer_train_on_bytes() -> None:
+    record = scored(ASSETS / "ok_reference_style_paths")
+    assert record["inputs"]["tokenizer"]["name"] == "byte"
+    # a tab and a right-to-left override in ARCHITECTURE_NAME: moderated away
+    assert record["subject"]["architecture_name"] == "GRU byte model (paths)"
+    assert [f["path"] for f in record["subject"]["files"]] == [
+        "prism.yml", "src/loop.py", "src/net.py", "src/schedule.py",
+    ]  # fmt: skip
+
+
+def test_passing_no_tokenizer_means_bytes_even_when_gpt2_is_declared(tmp_path: Path) -> None:
+    """As in the reference: tokenizer=None is the byte stream. The model was built for the
+    declared vocabulary, which byte ids fit."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REFERENCE_STYLE, bundle)
+    training = bundle / "training.py"
+    text = training.read_text().replace(", tokenizer=tokenizer)", ")")
+    training.write_text(text)
+    record = scored(bundle)
+    assert record["inputs"]["tokenizer"]["name"] == "byte"
+    assert record["run"]["model_params"] > 50257 * 64  # the gpt2-sized embedding
+
+
+def test_a_nanogpt_style_model_scores() -> None:
+    """(logits, loss) from forward, .view() on its inputs and targets, inspect.signature to
+    pick the fused AdamW, globals() for the config, TF32 switched on: all honest, all scored."""
+    record = scored(ASSETS / "ok_nanogpt_style")
+    assert record["subject"]["architecture_name"] == "nanoGPT-style GPT"
+    assert record["score"]["bpb"] < 8.0
