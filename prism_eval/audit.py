@@ -1,10 +1,10 @@
-"""Supervisor: the audit stage — the referee's figures against the scored stream (DESIGN §6).
+"""Supervisor: the audit stage — the referee's figures against the scored stream.
 
-The referee is a predictor worker (`architecture.py` only, never `training.py`) that builds
-the forced-init twin and a second model into which the saved `final.safetensors` is loaded with
-strict key matching; it gets inputs with the last column withheld, like the scored pass, and
-the trusted scorer computes every loss — no process that runs miner code holds a target,
-held-out ones included.
+docs/design.md §6. The referee is a predictor worker (`architecture.py` only, never
+`training.py`) that builds the forced-init twin and a second model into which the saved
+`final.safetensors` is loaded with strict key matching; it gets inputs with the last column
+withheld, like the scored pass, and the trusted scorer computes every loss — no process that runs
+miner code holds a target, held-out ones included.
 
 - Step-0 replay: batch 0's loss under the twin must equal the scored one (relative tolerance
   `audit_replay_rel_tol`, float noise on the same device class). A difference means the model

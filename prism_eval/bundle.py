@@ -1,4 +1,4 @@
-"""Supervisor: bundle intake and digest (DESIGN §4 item 2).
+"""Supervisor: bundle intake and digest (docs/design.md §4 item 2).
 
 A bundle is hostile bytes. This module reads them — from a zip or a directory — with caps on
 count and size, and writes them to a directory the supervisor owns; it never imports them. Every

@@ -1,7 +1,7 @@
 """Supervisor: one scored step across the trainer, the predictor, the auditor and the scorer.
 
-DESIGN §5. When the trainer asks for batch i it has committed its weights and holds nothing of
-batch i. Then, in this order:
+docs/design.md §5. When the trainer asks for batch i it has committed its weights and holds
+nothing of batch i. Then, in this order:
 
 1. the scorer copies the committed weights into a snapshot of its own and hands a copy to the
    predictor;

@@ -1,4 +1,4 @@
-"""Supervisor: evaluation profiles and limits, as validated data (DESIGN §11).
+"""Supervisor: evaluation profiles and limits, as validated data (docs/design.md §11).
 
 A profile is a YAML file in `prism_eval/profiles/`; `--config FILE` overlays a user file and CLI
 flags overlay both. The resolved config and its digest go into every record.

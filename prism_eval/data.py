@@ -1,11 +1,11 @@
 """Supervisor: locked data directories — the manifest, shard verification and document streams.
 
 A data directory holds `MANIFEST.json` and JSONL shards, one `{"id": ..., "text": ...}` object per
-line, at `<split>/<split>-NNNNN.jsonl` (DESIGN §4-5). The manifest lists every shard with its
-sha256, byte size and document count; its `digest` is the sha256 of the RFC 8785 canonical JSON of
-the `splits` block, so one hash pins the whole directory. Nothing here trusts a path or a byte
-before it is checked: shard paths must stay inside the directory, and a shard is re-hashed while
-it is streamed, so a file swapped after `verify_data_dir` still fails. Building such a directory
+line, at `<split>/<split>-NNNNN.jsonl` (docs/design.md §4-5). The manifest lists every shard with
+its sha256, byte size and document count; its `digest` is the sha256 of the RFC 8785 canonical JSON
+of the `splits` block, so one hash pins the whole directory. Nothing here trusts a path or a byte
+before it is checked: shard paths must stay inside the directory, and a shard is re-hashed while it
+is streamed, so a file swapped after `verify_data_dir` still fails. Building such a directory
 (`prepare_data`, `lock_data_dir`) is in `data_prepare`.
 """
 

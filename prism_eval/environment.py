@@ -62,8 +62,8 @@ def describe_environment(ready: Ready | None) -> Environment:
 def isolation_record(
     layers: list[LayerReport], host_layers: list[LayerReport]
 ) -> list[IsolationLayer]:
-    """Every worker layer of DESIGN §3 in a fixed order, as the last worker reported it, then
-    the outer layers the host gave the evaluator (`host_*`)."""
+    """Every worker layer of docs/design.md §3 in a fixed order, as the last worker reported it,
+    then the outer layers the host gave the evaluator (`host_*`)."""
     by_name = {layer.name: layer for layer in layers}
     record = []
     for name in ISOLATION_LAYERS:

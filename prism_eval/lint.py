@@ -1,7 +1,7 @@
 """Supervisor: the AST lint, a fast and friendly first pass over every `.py` file of a bundle.
 
-It is NOT the security boundary (the sandboxed workers are, DESIGN §2–3): it catches the honest
-mistake and the lazy attack early, with a stable rule id, a line and a fix, and it accepts
+It is NOT the security boundary (the sandboxed workers are, docs/design.md §2–3): it catches the
+honest mistake and the lazy attack early, with a stable rule id, a line and a fix, and it accepts
 ordinary honest code (`math`, `functools`, `einops`, `torch.nn`, `os.environ.get` …). Rules are
 data: dotted names in `REFERENCES` (fnmatch patterns, matched against a name and its prefixes,
 after import aliases are resolved) and a few structural checks in `_FileLinter`.

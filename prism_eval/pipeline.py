@@ -1,4 +1,4 @@
-"""Supervisor: the stages in their fixed order, and the record they produce (DESIGN §4).
+"""Supervisor: the stages in their fixed order, and the record they produce (docs/design.md §4).
 
 inputs → intake → contract → lint → review → probe → train → audit → ranks → score → record.
 The first stage that raises ends the run; the later stages are listed as skipped, and a
@@ -202,8 +202,8 @@ class Evaluation:
         return "no findings"
 
     def stage_review(self) -> str | Skipped:
-        """Verify the LLM review verdict offline (DESIGN §7); the policy decides what a missing
-        one means. A verdict that is given is verified under every policy, `off` included:
+        """Verify the LLM review verdict offline (docs/design.md §7); the policy decides what a
+        missing one means. A verdict that is given is verified under every policy, `off` included:
         an operator who passes one expects it checked, and ignoring it would be silent."""
         assert self.bundle is not None
         policy, path = self.config.review_policy, self.request.review_verdict

@@ -115,7 +115,7 @@ class Environment(_Model):
 
 
 class IsolationLayer(_Model):
-    """One sandbox layer and whether it held for this run (DESIGN §3)."""
+    """One sandbox layer and whether it held for this run (docs/design.md §3)."""
 
     name: str
     state: LayerState
@@ -247,7 +247,7 @@ class RanksCheck(_Model):
 
 
 class ReviewSummary(_Model):
-    """What the review stage established (DESIGN §7): the policy, and which verdict was checked."""
+    """What the review stage established (docs/design.md §7): the policy and the verdict checked."""
 
     policy: Literal["required", "optional", "off"] = Field(
         description="What a missing verdict meant for this run."
@@ -272,7 +272,7 @@ class Signer(_Model):
 
 
 class Record(_Model):
-    """The score record (DESIGN §8). Exported as JSON Schema by `prism-eval schema`."""
+    """The score record (docs/design.md §8). Exported as JSON Schema by `prism-eval schema`."""
 
     schema_: Literal["prism-eval.record/v2"] = Field(RECORD_SCHEMA, alias="schema")
     status: Status

@@ -1,9 +1,9 @@
-"""Supervisor: the LLM review verdict — its models, its signature, and its verification (DESIGN §7).
+"""Supervisor: the LLM review verdict — its models, its signature, and its verification.
 
-The review needs the network and the scored run must not have one, so they are two commands:
-`prism-eval review` (review_client.py) asks the model once and writes a signed verdict;
-`prism-eval run --review-verdict` verifies it here, offline. This module never opens a socket
-and never imports the client, so the run path cannot reach the network through it.
+docs/design.md §7. The review needs the network and the scored run must not have one, so they
+are two commands: `prism-eval review` (review_client.py) asks the model once and writes a signed
+verdict; `prism-eval run --review-verdict` verifies it here, offline. This module never opens a
+socket and never imports the client, so the run path cannot reach the network through it.
 
 A verdict is signed like a record: RFC 8785 canonical bytes of the verdict, Ed25519 over DSSE's
 PAE with the verdict's own payload type, so a record signature can never pass as a verdict

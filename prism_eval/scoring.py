@@ -1,6 +1,6 @@
 """Supervisor: the scoring math, pure functions over figures the supervisor validated.
 
-Prequential bits-per-byte (DESIGN §1): the model's summed loss (nats) on each batch, taken
+Prequential bits-per-byte (docs/design.md §1): the model's summed loss (nats) on each batch, taken
 before the miner trains on it, over a single pass of the stream, divided by ln 2 and by the
 UTF-8 bytes the predicted tokens stand for:
 

@@ -1,7 +1,7 @@
 """Supervisor: the scored stream — documents packed into B parallel streams, in blocks.
 
-DESIGN §5. Each document is `BOS + tokens(document)`; documents are concatenated. The stream is
-cut into **blocks**; a block of D batches (`block_batches`) is `batch_size` consecutive
+docs/design.md §5. Each document is `BOS + tokens(document)`; documents are concatenated. The
+stream is cut into **blocks**; a block of D batches (`block_batches`) is `batch_size` consecutive
 **segments** of `D·(T-1) + 1` tokens each. Row r of batch k is tokens `k·(T-1) .. k·(T-1)+T-1` of
 segment r, so row r of batch k+1 continues row r of batch k and they share one token, which
 batch k already scored. Why this layout:

@@ -1,7 +1,7 @@
 """Supervisor: the reference tokenizers (byte, gpt2, llama), their lossless check and byte counts.
 
-The supervisor owns tokenization (DESIGN §5). A tokenizer turns one document into token ids and,
-for each token, the exact number of UTF-8 bytes of the document it stands for, so the score's
+The supervisor owns tokenization (docs/design.md §5). A tokenizer turns one document into token ids
+and, for each token, the exact number of UTF-8 bytes of the document it stands for, so the score's
 denominator is the document's raw byte length whatever the tokenizer. A tokenizer must be lossless
 on every document: `decode(ids) == text`, or the run stops with `data.tokenizer_lossy`.
 Special-token strings inside a document (`<|endoftext|>`) are ordinary text, never special ids.
@@ -168,7 +168,7 @@ class Gpt2Tokenizer(Tokenizer):
         self.bos_id = GPT2_BOS_ID
         self.fingerprint = GPT2_SHA256
         self._encoding = tiktoken.Encoding(**gpt2_encoding_arguments(ranks))
-        # bytes per id; BOS (the only special token) carries 0 bytes (DESIGN §5).
+        # bytes per id; BOS (the only special token) carries 0 bytes (docs/design.md §5).
         table = np.zeros(self.vocab_size, dtype=np.int32)
         for token, rank in ranks.items():
             table[rank] = len(token)

@@ -2,7 +2,7 @@
 
 The container engine's default profile (containers-common ships it as
 /usr/share/containers/seccomp.json; Docker's is the same format) minus what an evaluator never
-needs and a hostile bundle would use (DESIGN §3):
+needs and a hostile bundle would use (docs/design.md §3):
 
 - `ptrace`, `process_vm_readv`, `process_vm_writev`: reading or steering another process;
 - `io_uring_*`: a second system-call interface that seccomp cannot see into;

@@ -29,7 +29,7 @@ def finite(value: float) -> float:
 
 
 class SandboxSpec(Message):
-    """The isolation layers the worker applies to itself before any miner import (DESIGN §3)."""
+    """The isolation layers a worker applies to itself before any miner code (docs/design.md §3)."""
 
     network_namespace: bool = Field(description="unshare a network namespace with only lo.")
     join_user_namespace_fd: int | None = Field(

@@ -1,6 +1,6 @@
 """Supervisor: what the host gave the whole evaluator — the outer layers, checked, not assumed.
 
-The worker applies its own layers (DESIGN §3). Around the whole evaluator an operator adds
+The worker applies its own layers (docs/design.md §3). Around the whole evaluator an operator adds
 more: `docker run --network none --read-only --cap-drop ALL --security-opt no-new-privileges
 --security-opt seccomp=deploy/seccomp.json --pids-limit … --memory …`, or a pod's
 securityContext. A flag can be forgotten or ignored by an engine, so at start-up the supervisor

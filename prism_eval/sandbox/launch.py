@@ -64,7 +64,7 @@ WATCH_INTERVAL_S = 1.0
 
 
 def worker_environment(scratch_dir: Path, threads: int) -> dict[str, str]:
-    """The allow-listed environment of a worker (DESIGN §3, layer 1)."""
+    """The allow-listed environment of a worker (docs/design.md §3, layer 1)."""
     env = {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "LANG": "C.UTF-8",

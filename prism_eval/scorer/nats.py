@@ -1,9 +1,9 @@
 """Scorer (trusted): the loss of a batch — per-position nats and their row sums.
 
-DESIGN §5: position t of a row's logits predicts target t (the row's token t+1). The logits are
-read in the evaluator's precision and scored with a float32 log-softmax over their full width W
-(W >= V: extra classes only waste probability); the per-position nats are float32 and each
-row's sum is float64, so the figure does not depend on how rows are grouped.
+docs/design.md §5: position t of a row's logits predicts target t (the row's token t+1). The logits
+are read in the evaluator's precision and scored with a float32 log-softmax over their full width W
+(W >= V: extra classes only waste probability); the per-position nats are float32 and each row's sum
+is float64, so the figure does not depend on how rows are grouped.
 """
 
 from __future__ import annotations

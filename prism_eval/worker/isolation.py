@@ -1,4 +1,4 @@
-"""Worker (sandboxed): apply the isolation layers to this process, in order (DESIGN §3).
+"""Worker (sandboxed): apply the isolation layers to this process, in order (docs/design.md §3).
 
 Called after the job arrives and before torch, numpy or any miner byte is imported, while the
 process has a single thread (Landlock, capabilities and namespaces are per thread). seccomp

@@ -1,4 +1,4 @@
-"""Worker (sandboxed): Landlock file-system, network and scope rules (DESIGN §3, layer 5).
+"""Worker (sandboxed): Landlock file-system, network and scope rules (docs/design.md §3, layer 7).
 
 Only the paths the supervisor names are reachable: read(+execute) on the interpreter, its
 libraries and the bundle; read-write on the scratch dir and, for `train`, the artifacts dir.

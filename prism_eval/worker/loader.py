@@ -1,6 +1,6 @@
 """Worker (sandboxed): determinism set-up and loading the miner's scripts by path.
 
-Seeds and deterministic flags are set before any miner import (DESIGN §5). The scripts are
+Seeds and deterministic flags are set before any miner import (docs/design.md §5). The scripts are
 loaded from the paths the supervisor named, under their own module names, so an installed
 module cannot stand in for them and they cannot shadow an installed one.
 """

@@ -1,4 +1,4 @@
-"""Worker (sandboxed): the seccomp deny-list, as a raw BPF program (DESIGN §3, layer 6).
+"""Worker (sandboxed): the seccomp deny-list, as a raw BPF program (docs/design.md §3, layer 8).
 
 Installed last, after torch is imported and before miner code, with SECCOMP_FILTER_FLAG_TSYNC
 so every thread that already exists gets it too. It fails (never kills) what a bundle has no

@@ -1,10 +1,10 @@
 """Worker (sandboxed): the trainer's side of the scored stream — `iter_train_batches`.
 
-DESIGN §5. Before the loop gets batch i, the scored model's weights (the parameters and buffers
-of the module handed to `iter_train_batches`) are committed to the commit buffer and batch i is
-requested; the batch arrives only after its loss is final, computed elsewhere from exactly
-those weights. This process never holds a token of a batch before that, nor of any later
-batch: whatever it does meanwhile cannot change a recorded loss.
+docs/design.md §5. Before the loop gets batch i, the scored model's weights (the parameters and
+buffers of the module handed to `iter_train_batches`) are committed to the commit buffer and batch i
+is requested; the batch arrives only after its loss is final, computed elsewhere from exactly those
+weights. This process never holds a token of a batch before that, nor of any later batch: whatever
+it does meanwhile cannot change a recorded loss.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The trust boundary, as an import rule (STYLE: "The tree shows the trust boundary").
+"""The trust boundary, as an import rule (docs/design.md §2: the zones).
 
 Every module belongs to one zone, from its path; each zone may import only what its row of
 ZONES allows. The supervisor never imports torch (it has no use for it) nor the code of the

@@ -1,4 +1,5 @@
-"""Known attacks on the score (DESIGN §10): each ends in a record with its status and rule id."""
+"""Known attacks on the score (docs/design.md §10): each ends in a record with its status and rule
+id."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
-"""The capture's guarantees against hostile bundles (DESIGN §5, §10): the trainer never holds a
-batch before its loss is final, the loss is the scorer's, and the prefix audit catches a
+"""The capture's guarantees against hostile bundles (docs/design.md §5, §10): the trainer never
+holds a batch before its loss is final, the loss is the scorer's, and the prefix audit catches a
 predictor that reads ahead. Every attack ends rejected, or scored no better than its honest twin
 (`ok_trigram`: the same model and loop without the attack).
 

@@ -203,7 +203,7 @@ def test_one_rank_stopping_early_fails_the_check(tmp_path: Path) -> None:
 def test_ranks_must_ask_for_the_same_geometry(tmp_path: Path) -> None:
     result = run_ranks_bundle(tmp_path, before_loop="batch_size = 8 + 4 * ctx.rank")
     assert outcome(result) == (4, "failed", "ranks.geometry_mismatch")
-    assert "the same batch_size and seq_len" in result.record["reason"]["hint"]
+    assert "the same batch_size, seq_len and tokenizer" in result.record["reason"]["hint"]
 
 
 def test_the_report_shows_the_ranks_check(
