@@ -2,9 +2,10 @@
 
 Real runs of bundles in the reference's style: its manifest schema, its interface import,
 `from architecture import build_model`, `ctx.reference_tokenizer("gpt2")` returning a working
-tiktoken encoding, `batch.tokens`, DDP behind `world_size > 1`; with and without the manifest,
-zipped inside a folder, other file names and symbols, bytes when no tokenizer is passed; and a
-nanoGPT-style model that returns (logits, loss) and calls .view() on its input.
+tiktoken encoding, `batch.tokens`, DDP behind `world_size > 1` (run as two ranks); with and
+without the manifest, zipped inside a folder, other file names and symbols, bytes when no
+tokenizer is passed; and a nanoGPT-style model that returns (logits, loss) and calls .view() on
+its input.
 """
 
 from __future__ import annotations
@@ -41,7 +42,12 @@ def scored(*args: object) -> dict:  # type: ignore[type-arg]
 def test_a_reference_style_bundle_scores_alike_with_and_without_its_manifest(
     tmp_path: Path,
 ) -> None:
-    zipped = scored(zip_in_folder(REFERENCE_STYLE, tmp_path / "b.zip", "my-submission"))
+    # Two ranks as well: its DistributedDataParallel branch runs in the ranks check.
+    archive = zip_in_folder(REFERENCE_STYLE, tmp_path / "b.zip", "my-submission")
+    zipped = scored(archive, "--nproc", "2")
+    ranks = next(s for s in zipped["stages"] if s["name"] == "ranks")
+    assert ranks["status"] == "passed", ranks
+    assert zipped["ranks"]["backend"] == "gloo"
     bare = tmp_path / "bare"
     shutil.copytree(REFERENCE_STYLE, bare, ignore=shutil.ignore_patterns("prism.yaml"))
     inferred = scored(bare)  # the tokenizer comes from its reference_tokenizer("gpt2") call
