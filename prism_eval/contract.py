@@ -27,6 +27,7 @@ from prism_eval.architecture_name import architecture_name
 from prism_eval.bundle import _LAYOUT_HINT, Bundle
 from prism_eval.errors import Rejected
 from prism_eval.manifest_yaml import load_manifest_yaml, manifest_rejection
+from prism_eval.tokenizer_files import TokenizerName
 from prism_eval.tokenizer_inference import inferred_tokenizer
 
 MANIFEST_NAMES = ("prism.yaml", "prism.yml")
@@ -60,7 +61,7 @@ class BundleManifest(BaseModel):
     architecture_id: str | None = Field(None, max_length=200, description="Recorded as given.")
     architecture: Role = Field(default_factory=Role, description="architecture.py and build_model")
     training: Role = Field(default_factory=Role, description="training.py and train")
-    tokenizer: Literal["byte", "gpt2", "llama"] | None = Field(
+    tokenizer: TokenizerName | None = Field(
         None, description="The stream's tokenizer; else inferred from the scripts, else byte."
     )
 

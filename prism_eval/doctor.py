@@ -25,7 +25,8 @@ from prism_eval.protocol import JobSpec, LayerReport, SandboxSpec
 from prism_eval.sandbox.host import inet_socket_refusal
 from prism_eval.sandbox.policy import prepare_worker_dirs, sandbox_spec
 from prism_eval.sandbox.session import start_job
-from prism_eval.tokenizers import TOKENIZER_NAMES, load_tokenizer
+from prism_eval.tokenizer_files import TOKENIZER_NAMES
+from prism_eval.tokenizers import load_tokenizer
 
 
 class Check(BaseModel):

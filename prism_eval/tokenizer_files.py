@@ -12,10 +12,13 @@ import base64
 import binascii
 import hashlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 from prism_eval.errors import EvaluatorError
 
+# The reference tokenizers, the only ones a stream can be tokenized with.
+TokenizerName = Literal["byte", "gpt2", "llama"]
+TOKENIZER_NAMES: tuple[str, ...] = get_args(TokenizerName)
 TOKENIZER_DIR_ENV = "PRISM_EVAL_TOKENIZER_DIR"
 GPT2_FILE = "gpt2.tiktoken"
 GPT2_SHA256 = "306cd27f03c1a714eca7108e03d66b7dc042abe8c258b44c199a7ed9838dd930"

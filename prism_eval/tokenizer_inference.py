@@ -11,8 +11,8 @@ from __future__ import annotations
 import ast
 
 from prism_eval.errors import Rejected
+from prism_eval.tokenizer_files import TOKENIZER_NAMES
 
-REFERENCE_TOKENIZERS = ("byte", "gpt2", "llama")
 _DECLARE = "declare it in prism.yaml, e.g. `tokenizer: gpt2`"
 
 
@@ -41,11 +41,11 @@ def inferred_tokenizer(tree: ast.Module, path: str) -> str | None:
                 "literal, so the tokenizer cannot be known before the run",
                 hint=_DECLARE,
             )
-        if argument.value not in REFERENCE_TOKENIZERS:
+        if argument.value not in TOKENIZER_NAMES:
             raise Rejected(
                 "contract.unknown_tokenizer",
                 f"{path}:{call.lineno}: reference_tokenizer({argument.value[:40]!r}) names no "
-                f"reference tokenizer ({', '.join(REFERENCE_TOKENIZERS)})",
+                f"reference tokenizer ({', '.join(TOKENIZER_NAMES)})",
             )
         names.setdefault(argument.value, call.lineno)
     if len(names) > 1:

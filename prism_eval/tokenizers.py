@@ -19,7 +19,6 @@ import sys
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -33,13 +32,11 @@ from prism_eval.tokenizer_files import (
     LLAMA_FILE,
     LLAMA_SHA256,
     TOKENIZER_DIR_ENV,
+    TOKENIZER_NAMES,
     gpt2_encoding_arguments,
     read_tiktoken_ranks,
     sha256_file,
 )
-
-TokenizerName = Literal["byte", "gpt2", "llama"]
-TOKENIZER_NAMES: tuple[str, ...] = get_args(TokenizerName)
 
 LLAMA_STAGING_HINT = (
     "download tokenizer.model from hf-internal-testing/llama-tokenizer at revision "

@@ -17,12 +17,11 @@ from prism_eval.tokenizer_files import (
     GPT2_FILE,
     LLAMA_FILE,
     LLAMA_SHA256,
+    TOKENIZER_NAMES,
     gpt2_encoding_arguments,
     read_tiktoken_ranks,
     sha256_file,
 )
-
-REFERENCE_TOKENIZERS = ("byte", "gpt2", "llama")
 
 
 class ByteTokenizer:
@@ -47,10 +46,8 @@ def load_reference_tokenizer(name: str, directory: str | None) -> Any:
     """A fresh tokenizer object for `name`, from the staged files under `directory`."""
     if name == "byte":
         return ByteTokenizer()
-    if name not in REFERENCE_TOKENIZERS:
-        raise ValueError(
-            f"unknown reference tokenizer {name!r}; expected one of {REFERENCE_TOKENIZERS}"
-        )
+    if name not in TOKENIZER_NAMES:
+        raise ValueError(f"unknown reference tokenizer {name!r}; expected one of {TOKENIZER_NAMES}")
     if directory is None:
         raise ReferenceTokenizerError("this validator has no reference tokenizer directory")
     path = Path(directory) / (GPT2_FILE if name == "gpt2" else LLAMA_FILE)
