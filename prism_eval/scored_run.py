@@ -72,6 +72,10 @@ SINGLE_RANK_HINT = (
     "the scored run is one rank (ctx.world_size == 1, no torchrun variables): set up "
     "torch.distributed only when ctx.world_size > 1"
 )
+HIDDEN_DATA_HINT = (
+    "ctx.data_dir is None on this validator (data_access: instrument): the train data comes "
+    "only through ctx.iter_train_batches, which also tokenizes it"
+)
 
 Progress = Callable[[int, float, float], None]  # (bytes scored, nats so far, seconds)
 
@@ -196,6 +200,9 @@ def await_trainer(worker: WorkerProcess, spec: JobSpec, limits: Limits) -> Child
         # A loop written for torchrun sets up a process group unconditionally.
         if spec.world_size == 1 and any("init_process_group" in f for f in error.evidence):
             error.hint = error.hint or SINGLE_RANK_HINT
+        # A loop written to read the shards itself, as the reference's docs suggest.
+        if spec.data_dir is None and any("data_dir" in f for f in error.evidence):
+            error.hint = error.hint or HIDDEN_DATA_HINT
         raise error
     return message
 

@@ -90,3 +90,21 @@ def test_a_nanogpt_style_model_scores() -> None:
     record = scored(ASSETS / "ok_nanogpt_style")
     assert record["subject"]["architecture_name"] == "nanoGPT-style GPT"
     assert record["score"]["bpb"] < 8.0
+
+
+def test_a_loop_that_reads_the_shards_itself_is_told_where_the_data_is(tmp_path: Path) -> None:
+    """The reference mounts the train split at ctx.data_dir; here it is hidden by default, and
+    the failure says so."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REFERENCE_STYLE, bundle)
+    training = bundle / "training.py"
+    text = training.read_text().replace(
+        "    distributed = ctx.world_size > 1\n",
+        "    shards = sorted(Path(ctx.data_dir).glob('*.jsonl'))\n"
+        "    distributed = ctx.world_size > 1\n",
+    )
+    training.write_text("from pathlib import Path\n" + text)
+    result = run_cli("run", bundle, "--byte-budget", str(TEST_BUDGET))
+    assert (result.exit_code, result.record["status"]) == (4, "failed")
+    assert result.record["reason"]["rule_id"] == "train.exception"
+    assert "ctx.iter_train_batches" in result.record["reason"]["hint"]
