@@ -32,6 +32,7 @@ def main() -> int:
 
     import torch
 
+    from prism_eval.worker.compilation import compile_without_codegen
     from prism_eval.worker.context import install_reference_alias
     from prism_eval.worker.jobs import JobAborted
     from prism_eval.worker.loader import apply_determinism
@@ -40,6 +41,7 @@ def main() -> int:
     from prism_eval.worker.trainer import run_train
 
     flags = apply_determinism(spec.seed, spec.device, spec.threads)
+    flags.update(compile_without_codegen())  # the sandbox runs no compiler
     # CUDA initializes (driver, ioctls, memfds) before the filter, never under it.
     device_name = torch.cuda.get_device_name(0) if spec.device == "cuda" else "cpu"
     isolation.append(apply_seccomp(spec.sandbox, isolation))

@@ -108,3 +108,22 @@ def test_a_loop_that_reads_the_shards_itself_is_told_where_the_data_is(tmp_path:
     assert (result.exit_code, result.record["status"]) == (4, "failed")
     assert result.record["reason"]["rule_id"] == "train.exception"
     assert "ctx.iter_train_batches" in result.record["reason"]["hint"]
+
+
+def test_torch_compile_runs_in_the_sandbox_with_the_numbers_of_the_plain_model(
+    tmp_path: Path,
+) -> None:
+    """Inductor would start a compiler, which the sandbox forbids: torch.compile runs with the
+    eager backend instead, so the loop works unchanged and scores exactly as without it."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REFERENCE_STYLE, bundle)
+    training = bundle / "training.py"
+    line = "    wrapped = DistributedDataParallel(model) if distributed else model\n"
+    text = training.read_text()
+    assert line in text
+    training.write_text(
+        text.replace(line, line + '    wrapped = torch.compile(wrapped, mode="max-autotune")\n')
+    )
+    compiled = scored(bundle)
+    assert compiled["environment"]["determinism"]["torch_compile_backend"] == "eager"
+    assert compiled["score"]["bpb"] == scored(REFERENCE_STYLE)["score"]["bpb"]
