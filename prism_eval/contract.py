@@ -51,6 +51,11 @@ class Role(BaseModel):
     entry: str | None = Field(None, description="The symbol, if neither of the above is.")
     files: list[str] = Field(default_factory=list, description="Other files of this role.")
 
+    @field_validator("files", mode="before")
+    @classmethod
+    def _one_file_or_many(cls, value: object) -> object:
+        return [value] if isinstance(value, str) else value  # `files: helper.py`, as the reference
+
 
 class BundleManifest(BaseModel):
     """The optional prism.yaml / prism.yml, in the reference challenge's schema."""
@@ -69,6 +74,17 @@ class BundleManifest(BaseModel):
     @classmethod
     def _kind_or_default(cls, value: object) -> object:
         return "full" if value is None else value  # `kind:` left empty means the default
+
+    @field_validator("architecture", "training", mode="before")
+    @classmethod
+    def _empty_section(cls, value: object) -> object:
+        return {} if value is None else value  # `training:` with nothing under it
+
+    @field_validator("architecture_id", mode="before")
+    @classmethod
+    def _id_as_text(cls, value: object) -> object:
+        # The reference keeps any scalar as its text (`architecture_id: 42`).
+        return str(value) if isinstance(value, int | float) else value
 
 
 @dataclass(frozen=True)
@@ -163,7 +179,10 @@ def _entrypoint(
                 evidence=[f"python files present: {', '.join(_scripts(present)) or 'none'}"],
             )
         return _check_importable(role_name, found), symbol
-    return _check_importable(role_name, _default_script(role_name, default_path, present)), symbol
+    found = _resolve(default_path, manifest_dir, present) or _default_script(
+        role_name, default_path, present
+    )
+    return _check_importable(role_name, found), symbol
 
 
 def _default_script(role_name: str, name: str, present: set[str]) -> str:

@@ -125,6 +125,34 @@ def test_a_manifest_in_a_folder_resolves_paths_from_that_folder(tmp_path: Path) 
     )
 
 
+@pytest.mark.parametrize(
+    ("manifest", "expected"),
+    [
+        ("architecture:\ntraining:\n", ("architecture.py", [], None)),  # empty sections
+        ("training:\n  files: helper.py\n", ("architecture.py", ["helper.py"], None)),
+        ("architecture_id: 42\n", ("architecture.py", [], "42")),
+    ],
+)
+def test_manifests_the_reference_accepts_in_their_loose_forms(
+    tmp_path: Path, manifest: str, expected: tuple[str, list[str], str | None]
+) -> None:
+    files = {"prism.yaml": manifest, "architecture.py": ARCH, "training.py": TRAIN, "helper.py": ""}
+    c = check_contract(load(write_tree(tmp_path / "src", files), tmp_path))
+    m = c.manifest
+    assert (c.architecture_path, m.training.files, m.architecture_id) == expected
+
+
+def test_a_manifest_in_a_folder_finds_undeclared_scripts_beside_it(tmp_path: Path) -> None:
+    files = {
+        "mine/prism.yaml": "tokenizer: byte\n",
+        "mine/architecture.py": ARCH,
+        "mine/training.py": TRAIN,
+        "vendored/architecture.py": ARCH,  # another file of the default name, elsewhere
+    }
+    c = check_contract(load(write_tree(tmp_path / "src", files), tmp_path))
+    assert (c.architecture_path, c.training_path) == ("mine/architecture.py", "mine/training.py")
+
+
 def test_without_a_manifest_the_default_scripts_are_found_anywhere_once(tmp_path: Path) -> None:
     files = {"model_src/architecture.py": ARCH, "model_src/training.py": TRAIN, "README.md": ""}
     c = check_contract(load(write_tree(tmp_path / "src", files), tmp_path))
@@ -190,7 +218,7 @@ MANIFEST_CASES = [
     ("kind: everything\n", "contract.invalid"),
     ("architecture: architecture.py\n", "contract.invalid"),
     ("architecture:\n  entrypoint: 3\n", "contract.invalid"),
-    ("training: {files: training.py}\n", "contract.invalid"),
+    ("training: {files: {helper.py: yes}}\n", "contract.invalid"),
     ("- tokenizer\n- byte\n", "contract.invalid"),
     ("just a string\n", "contract.invalid"),
     ("1: x\n", "contract.invalid"),
