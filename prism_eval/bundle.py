@@ -232,7 +232,7 @@ def _plan(members: Iterable[_Member], limits: IntakeLimits) -> list[tuple[str, _
     files: dict[str, str] = {}  # case-folded key -> path, for files and for their parent dirs
     dirs: dict[str, str] = {}
     for path, member in plan:
-        if PurePosixPath(path).suffix not in ALLOWED_SUFFIXES:
+        if PurePosixPath(path).suffix.lower() not in ALLOWED_SUFFIXES:  # README.MD too
             raise Rejected(
                 "intake.bad_suffix",
                 f"file type not allowed: {path}",

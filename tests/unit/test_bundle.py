@@ -283,6 +283,12 @@ def test_disallowed_suffix_is_rejected(tmp_path: Path, name: str) -> None:
     assert rule_of(source, tmp_path) == "intake.bad_suffix"
 
 
+def test_suffixes_are_matched_whatever_their_case(tmp_path: Path) -> None:
+    source = write_zip(tmp_path / "b.zip", [("architecture.py", ARCH), ("README.MD", "# Notes\n")])
+    bundle = load(source, tmp_path)
+    assert [f.path for f in bundle.files] == ["README.MD", "architecture.py"]
+
+
 def test_non_utf8_text_is_rejected(tmp_path: Path) -> None:
     source = write_zip(tmp_path / "b.zip", [("architecture.py", b"x = '\xff\xfe'\n")])
     assert rule_of(source, tmp_path) == "intake.not_utf8"
