@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -131,17 +131,46 @@ class TrainingRecipe:
     weight_decay: float = 0.01
 
 
+class SubmissionContractError(ValueError):
+    """The reference interface's contract error, for bundles that import or raise it."""
+
+
+class PrismModelModule(Protocol):
+    """The reference interface's component protocol, for bundles that annotate with it."""
+
+    def build_model(self, ctx: PrismContext) -> Any: ...
+
+
+def import_torch() -> Any:
+    """The reference interface's helper: torch, imported."""
+    return torch
+
+
+# Every public name of the reference's interface module, so imports of any of them work.
+REFERENCE_INTERFACE: dict[str, Any] = {
+    "PrismContext": PrismContext,
+    "PrismBatch": PrismBatch,
+    "TrainingRecipe": TrainingRecipe,
+    "PrismModelModule": PrismModelModule,
+    "SubmissionContractError": SubmissionContractError,
+    "import_torch": import_torch,
+    "DEFAULT_ARCHITECTURE_ENTRYPOINT": "architecture.py",
+    "DEFAULT_TRAINING_ENTRYPOINT": "training.py",
+    "ARCHITECTURE_FACTORY_NAME": "build_model",
+    "TRAINING_ENTRYPOINT_NAME": "train",
+}
+
+
 def install_reference_alias() -> None:
     """Make `prism_challenge.evaluator.interface` importable in this process, with the
-    reference's names: PrismContext, PrismBatch, TrainingRecipe."""
+    reference's names (REFERENCE_INTERFACE)."""
     names = ("prism_challenge", "prism_challenge.evaluator", "prism_challenge.evaluator.interface")
     modules = [ModuleType(name) for name in names]
     for package in modules[:-1]:
         package.__path__ = []
     interface = modules[-1]
-    interface.PrismContext = PrismContext  # type: ignore[attr-defined]
-    interface.PrismBatch = PrismBatch  # type: ignore[attr-defined]
-    interface.TrainingRecipe = TrainingRecipe  # type: ignore[attr-defined]
+    for name, value in REFERENCE_INTERFACE.items():
+        setattr(interface, name, value)
     modules[0].evaluator = modules[1]  # type: ignore[attr-defined]
     modules[1].interface = interface  # type: ignore[attr-defined]
     for name, module in zip(names, modules, strict=True):

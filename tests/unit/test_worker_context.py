@@ -135,4 +135,16 @@ def test_the_reference_interface_module_exports_its_names() -> None:
     install_reference_alias()
     interface = sys.modules["prism_challenge.evaluator.interface"]
     assert interface.PrismContext is PrismContext
-    assert {"PrismBatch", "TrainingRecipe"} <= set(vars(interface))
+    # Every public name of the reference's interface module.
+    reference_names = {
+        "PrismContext", "PrismBatch", "TrainingRecipe", "PrismModelModule",
+        "SubmissionContractError", "import_torch", "DEFAULT_ARCHITECTURE_ENTRYPOINT",
+        "DEFAULT_TRAINING_ENTRYPOINT", "ARCHITECTURE_FACTORY_NAME", "TRAINING_ENTRYPOINT_NAME",
+    }  # fmt: skip
+    assert reference_names <= set(vars(interface))
+    assert issubclass(interface.SubmissionContractError, ValueError)
+    assert interface.import_torch() is torch
+    assert (interface.DEFAULT_ARCHITECTURE_ENTRYPOINT, interface.TRAINING_ENTRYPOINT_NAME) == (
+        "architecture.py",
+        "train",
+    )
