@@ -136,11 +136,15 @@ def check_geometry(request: StreamOpen, spec: JobSpec) -> None:
         raise Rejected(
             "train.bad_seq_len",
             f"seq_len {request.seq_len} is outside 2..{spec.max_seq_len} (ctx.max_seq_len)",
+            hint="pass seq_len=ctx.max_seq_len or less: the validator's profile sets the longest "
+            "row (max_seq_len), so read it rather than hard-coding one",
         )
     if not 1 <= request.batch_size <= spec.max_batch_size:
         raise Rejected(
             "train.bad_batch_size",
             f"batch_size {request.batch_size} is outside 1..{spec.max_batch_size}",
+            hint=f"ask for at most {spec.max_batch_size} rows per batch; accumulate gradients "
+            "over several batches for a larger effective batch",
         )
     if request.batch_size * request.seq_len * 4 > MAX_BODY_BYTES:
         raise Rejected("train.batch_too_large", "batch_size × seq_len is too large to send")

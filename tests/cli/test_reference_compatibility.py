@@ -14,6 +14,8 @@ import shutil
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import ROOT, TEST_BUDGET, run_cli
 
 ASSETS = ROOT / "tests" / "assets" / "bundles"
@@ -127,3 +129,30 @@ def test_torch_compile_runs_in_the_sandbox_with_the_numbers_of_the_plain_model(
     compiled = scored(bundle)
     assert compiled["environment"]["determinism"]["torch_compile_backend"] == "eager"
     assert compiled["score"]["bpb"] == scored(REFERENCE_STYLE)["score"]["bpb"]
+
+
+@pytest.mark.parametrize(
+    ("geometry", "rule_id", "hint"),
+    [
+        ("batch_size=ROWS, seq_len=1024", "train.bad_seq_len", "ctx.max_seq_len"),
+        ("batch_size=4096, seq_len=64", "train.bad_batch_size", "accumulate gradients"),
+    ],
+)
+def test_a_geometry_outside_the_profile_is_refused_with_a_hint(
+    tmp_path: Path, geometry: str, rule_id: str, hint: str
+) -> None:
+    """The reference takes any seq_len; here the profile bounds it (256 on the cpu profile)."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REFERENCE_STYLE, bundle)
+    training = bundle / "training.py"
+    text = training.read_text()
+    assert "batch_size=ROWS, seq_len=64" in text
+    training.write_text(text.replace("batch_size=ROWS, seq_len=64", geometry))
+    result = run_cli("run", bundle, "--byte-budget", str(TEST_BUDGET))
+    record = result.record
+    assert (result.exit_code, record["status"], record["reason"]["rule_id"]) == (
+        3,
+        "rejected",
+        rule_id,
+    )
+    assert hint in record["reason"]["hint"]
