@@ -111,7 +111,10 @@ def check_probe_report(report: ProbeReport, spec: JobSpec, seq_len: int) -> tupl
             "probe.bad_output_shape",
             f"for input ({PROBE_BATCH}, {seq_len}) the model returned logits of shape "
             f"{tuple(shape)}; expected {expected}",
-            hint="return logits for every position: (batch, seq, vocab)",
+            hint="return logits for every position, (batch, seq, vocab), also when forward is "
+            "called without targets (nanoGPT's forward returns only the last position then)"
+            if len(shape) == 3 and tuple(shape[:2]) == (PROBE_BATCH, 1)
+            else "return logits for every position: (batch, seq, vocab)",
         )
     if shape[2] < spec.vocab_size:
         raise Rejected(

@@ -94,6 +94,23 @@ def test_a_nanogpt_style_model_scores() -> None:
     assert record["score"]["bpb"] < 8.0
 
 
+def test_nanogpts_last_position_only_inference_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """nanoGPT's forward returns only the last position's logits when called without targets;
+    every position is scored here (as in the reference), so the probe says what to change."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(ASSETS / "ok_nanogpt_style", bundle)
+    architecture = bundle / "architecture.py"
+    text = architecture.read_text()
+    every_position = "        logits = self.lm_head(x)\n"
+    assert every_position in text
+    last_only = "        logits = self.lm_head(x if targets is not None else x[:, [-1], :])\n"
+    architecture.write_text(text.replace(every_position, last_only))
+    result = run_cli("run", bundle, "--byte-budget", str(TEST_BUDGET))
+    record = result.record
+    assert (record["status"], record["reason"]["rule_id"]) == ("rejected", "probe.bad_output_shape")
+    assert "without targets" in record["reason"]["hint"]
+
+
 def test_a_loop_that_reads_the_shards_itself_is_told_where_the_data_is(tmp_path: Path) -> None:
     """The reference mounts the train split at ctx.data_dir; here it is hidden by default, and
     the failure says so."""
