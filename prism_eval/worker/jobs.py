@@ -20,6 +20,7 @@ from prism_eval.protocol.channel import Channel
 from prism_eval.worker.context import PrismContext
 from prism_eval.worker.loader import load_build_model
 from prism_eval.worker.stream import ScoredStream
+from prism_eval.worker.weights import unwrap
 
 
 class JobAborted(Exception):
@@ -93,5 +94,7 @@ def build_scored_models(channel: Channel, spec: JobSpec, count: int = 1) -> list
                 raise TypeError(
                     f"build_model returned {type(model).__name__}, not a torch.nn.Module"
                 )
-            models.append(model.to(spec.device))
+            # The module inside a torch.compile wrapper, as the trainer commits it: the same
+            # tensors under the same names, and (eager backend) the same numbers.
+            models.append(unwrap(model).to(spec.device))
     return models
