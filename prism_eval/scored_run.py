@@ -69,8 +69,10 @@ TRAIN_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
 }
 
 SINGLE_RANK_HINT = (
-    "the scored run is one rank (ctx.world_size == 1, no torchrun variables): set up "
-    "torch.distributed only when ctx.world_size > 1"
+    "the scored run is one rank without torchrun's variables; a process group set up anyway "
+    "is rank 0 of 1 on the trainer's own loopback (it needs the network_namespace layer) and "
+    "needs a backend for the device ('gloo' on CPU); or set torch.distributed up only when "
+    "ctx.world_size > 1"
 )
 HIDDEN_DATA_HINT = (
     "ctx.data_dir is None on this validator (data_access: instrument): the train data comes "

@@ -7,12 +7,13 @@ needs and a hostile bundle would use (docs/design.md §3):
 - `ptrace`, `process_vm_readv`, `process_vm_writev`: reading or steering another process;
 - `io_uring_*`: a second system-call interface that seccomp cannot see into;
 - every socket family but `AF_UNIX` (`socket` and `socketpair`): the workers' channel and CUDA
-  need `AF_UNIX`; nothing in a single-rank evaluation needs another family.
+  need `AF_UNIX`; a single-rank evaluation needs another family only for a loop that sets up a
+  process group anyway.
 
-`--ranks` writes deploy/seccomp-ranks.json, for `run --nproc N` with N > 1: the same, but
-`socket` also allows `AF_INET` and route netlink, which the ranks use for loopback TCP (and
-gloo to list interfaces) inside their own private network namespace; each worker's own filter
-still refuses both outside the ranks check.
+`--ranks` writes deploy/seccomp-ranks.json, for `run --nproc N` with N > 1 and for such loops:
+the same, but `socket` also allows `AF_INET` and route netlink, which the ranks and the trainer
+use for loopback TCP (and gloo to list interfaces) inside their own private network namespace;
+each worker's own filter still refuses both everywhere else.
 
 The removed calls are denied with EPERM by explicit rules (rather than falling to the profile's
 ENOSYS default), so a refused call reads as refused. The engine's own conditional `socket` rules

@@ -2,10 +2,11 @@
 
 Landlock grants are as narrow as the runtime allows: the interpreter, its libraries and this
 package read-only; the bundle and the staged reference tokenizers read-only; scratch read-write.
-Beyond that, per role: the trainer and the ranks write their artifacts dir (and read the train
-split under `data_access: readable`); the referee reads the saved weights; the predictor and the
-auditor get nothing more. The data, held-out and key paths must lie outside every grant: if one
-does not, the run stops with an error rather than expose it.
+Beyond that, per role: the trainer and the ranks write their artifacts dir, read what gloo reads
+of the network interfaces, may use loopback TCP in their own network namespace (and read the
+train split under `data_access: readable`); the referee reads the saved weights; the predictor
+and the auditor get nothing more. The data, held-out and key paths must lie outside every grant:
+if one does not, the run stops with an error rather than expose it.
 """
 
 from __future__ import annotations
@@ -40,8 +41,10 @@ CUDA_KERNEL_READ_PATHS = (
     "/proc/driver", "/proc/devices", "/proc/sys/vm", "/sys/bus", "/sys/devices", "/sys/module",
     "/sys/class",
 )  # fmt: skip
-# gloo maps network interfaces to PCI devices (the ranks check, which scores nothing).
-RANKS_KERNEL_READ_PATHS = ("/sys/class/net", "/sys/bus/pci", "/sys/devices")
+# gloo maps network interfaces to PCI devices: for the ranks, and for a trainer whose loop sets
+# up a one-rank process group. Only the loops read them, and they hold nothing secret; the
+# predictor and auditor, which must not hear from each other, never get them.
+GLOO_KERNEL_READ_PATHS = ("/sys/class/net", "/sys/bus/pci", "/sys/devices")
 DEVICE_PATHS = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
 # DataLoader workers and multiprocessing locks create files in shared memory.
 SHARED_MEMORY = "/dev/shm"
@@ -105,8 +108,8 @@ def sandbox_spec(
     read_paths = [*runtime, *SYSTEM_READ_PATHS, *KERNEL_READ_PATHS, str(bundle_dir)]
     if config.device == "cuda":
         read_paths += CUDA_KERNEL_READ_PATHS
-    if job == "ranks":
-        read_paths += RANKS_KERNEL_READ_PATHS
+    if job in ("trainer", "ranks"):
+        read_paths += GLOO_KERNEL_READ_PATHS
     if job == "referee":  # it reads the saved weights, never writes there
         read_paths.append(str(artifacts_dir))
     if readable_data_dir is not None:
@@ -147,7 +150,9 @@ def sandbox_spec(
         write_paths=write_paths,
         device_paths=devices,
         seccomp=True,
-        allow_inet=job == "ranks",  # loopback TCP between ranks, in their own namespace
+        # Loopback TCP in the worker's own namespace: between ranks, and for a trainer whose
+        # loop sets up a one-rank process group (worker/process_group.py).
+        allow_inet=job in ("trainer", "ranks"),
         rlimits=rlimits,
     )
 

@@ -127,7 +127,7 @@ def join_network_namespace(user_fd: int | None, net_fd: int) -> LayerReport:
 
 
 def private_network(reports: list[LayerReport]) -> bool:
-    """Whether the network namespace layer held: only then may ranks use loopback TCP."""
+    """Whether the network namespace layer held: only then may loops use loopback TCP."""
     return any(r.name == "network_namespace" and r.state == "active" for r in reports)
 
 

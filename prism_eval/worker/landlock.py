@@ -58,8 +58,8 @@ def restrict(
 
     read_paths: read + execute; write_paths: everything but device nodes; device_paths:
     read, write and (ABI 5+) ioctl — /dev/null, /dev/shm, GPU nodes. Missing paths are skipped.
-    tcp: leave TCP unruled, for ranks that talk over loopback in their private namespace
-    (their ports are chosen at run time, so no port rule could name them).
+    tcp: leave TCP unruled, for loops (trainer, ranks) that talk over loopback in their private
+    namespace (gloo's ports are chosen at run time, so no port rule could name them).
     """
     libc = _libc()
     abi = abi_version()

@@ -3,8 +3,9 @@
 Installed last, after torch is imported and before miner code, with SECCOMP_FILTER_FLAG_TSYNC
 so every thread that already exists gets it too. It fails (never kills) what a bundle has no
 business calling: tracing other processes, new namespaces and mounts, kernel modules and
-keyrings, io_uring, userfaultfd, bpf, perf, exec, and every socket family but AF_UNIX (ranks
-also get AF_INET and route netlink, inside their private network namespace).
+keyrings, io_uring, userfaultfd, bpf, perf, exec, and every socket family but AF_UNIX (the
+trainer and the ranks also get AF_INET and route netlink, inside their private network
+namespace).
 CUDA needs AF_UNIX, memfd_create, ioctl and mmap: those stay allowed.
 
 It also closes the ways two workers of the same uid could talk (the auditor must learn nothing
@@ -212,8 +213,9 @@ def _self_only(nr: int, pid_argument: int, which: int | None) -> list[bytes]:
 
 
 def _socket_checks(socket_nr: int, allow_inet: bool) -> list[bytes]:
-    """socket(domain, type, protocol): AF_UNIX; with `allow_inet` (ranks, in their private
-    network namespace) also AF_INET and route netlink, which gloo reads interfaces with.
+    """socket(domain, type, protocol): AF_UNIX; with `allow_inet` (the trainer and the ranks,
+    in their private network namespace) also AF_INET and route netlink, which gloo reads
+    interfaces with.
     Every other family fails with EAFNOSUPPORT — AF_VSOCK, for one, is in no namespace."""
     refuse = SECCOMP_RET_ERRNO | errno.EAFNOSUPPORT
     if not allow_inet:

@@ -17,9 +17,8 @@ from prism_eval.protocol import JobSpec, TrainDone
 from prism_eval.protocol.channel import Channel
 from prism_eval.worker.jobs import make_context, reporting
 from prism_eval.worker.loader import load_build_model, load_script
+from prism_eval.worker.process_group import RENDEZVOUS_PORT, one_rank_rendezvous
 from prism_eval.worker.stream import ScoredStream
-
-RENDEZVOUS_PORT = 29500  # torchrun's default
 
 
 def set_rendezvous(spec: JobSpec) -> None:
@@ -44,6 +43,8 @@ def run_train(channel: Channel, spec: JobSpec) -> None:
     """Run the miner's train(ctx) over the stream, then save the model it handed over."""
     if spec.world_size > 1:
         set_rendezvous(spec)
+    else:  # before the scripts load: they may import init_process_group by name
+        one_rank_rendezvous()
     bundle = Path(spec.bundle_dir)
     stream = ScoredStream(channel, spec.device, commits=spec.job == "trainer")
     with reporting(channel, "import"):

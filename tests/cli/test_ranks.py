@@ -101,9 +101,10 @@ def test_nproc_2_runs_the_ranks_check_on_cpu(two_ranks: tuple[CliResult, Path]) 
     assert layers["network_namespace"]["state"] == "active"
     assert "AF_INET" in layers["seccomp"]["detail"]
     assert "private network namespace" in layers["landlock"]["detail"]
-    # The scored run's own workers never had AF_INET.
+    # The record's own block is the scored trainer's: loopback TCP in a namespace of its own.
     main_layers = {layer["name"]: layer for layer in record["isolation"]}
-    assert main_layers["seccomp"]["detail"].endswith("sockets: AF_UNIX only")
+    assert main_layers["network_namespace"]["state"] == "active"
+    assert main_layers["seccomp"]["detail"].endswith("sockets: AF_UNIX, AF_INET and route netlink")
     assert record["inputs"]["config"]["nproc"] == 2
     assert "[rank 1]" in result.stderr  # each rank's output is labelled
 
@@ -217,15 +218,35 @@ def test_the_report_shows_the_ranks_check(
     assert "<h2>Ranks check</h2>" in text and "train(ctx) as 2 ranks (gloo on cpu" in text
 
 
-def test_a_torchrun_loop_in_the_single_rank_scored_run_gets_a_hint(tmp_path: Path) -> None:
-    bundle = tmp_path / "bundle"
+def _loop_bundle(tmp_path: Path, guard: str) -> Path:
+    """The DDP loop above, with `guard` deciding whether it sets up a process group."""
+    bundle = tmp_path / f"bundle-{len(list(tmp_path.iterdir()))}"
     bundle.mkdir()
     (bundle / "architecture.py").write_text(ARCHITECTURE)
-    (bundle / "training.py").write_text(
-        TRAINING.replace(
-            "    if ctx.world_size > 1:  # the scored run", "    if True:  # the run"
-        ).format(before_loop="", per_batch="")
+    training = TRAINING.replace(
+        "    if ctx.world_size > 1:  # the scored run", guard + "  # the run"
+    )
+    (bundle / "training.py").write_text(training.format(before_loop="", per_batch=""))
+    return bundle
+
+
+def test_a_loop_that_always_sets_up_a_process_group_scores_as_one_rank(tmp_path: Path) -> None:
+    """As under torchrun with one process: init_process_group and DDP at world size 1 work,
+    and the score is the one the same loop gets without them."""
+    always = run_cli("run", _loop_bundle(tmp_path, "    if True:"), "--byte-budget", "4096")
+    assert outcome(always) == (0, "scored", None), always.stderr[-2000:]
+    guarded = run_cli(
+        "run", _loop_bundle(tmp_path, "    if ctx.world_size > 1:"), "--byte-budget", "4096"
+    )
+    assert always.record["stream"] == guarded.record["stream"]
+
+
+def test_a_process_group_the_device_cannot_run_gets_a_hint(tmp_path: Path) -> None:
+    bundle = _loop_bundle(tmp_path, "    if True:")
+    training = bundle / "training.py"
+    training.write_text(
+        training.read_text().replace('init_process_group("gloo")', 'init_process_group("nccl")')
     )
     result = run_cli("run", bundle, "--byte-budget", "4096")
     assert outcome(result) == (4, "failed", "train.exception")
-    assert "ctx.world_size > 1" in result.record["reason"]["hint"]
+    assert "'gloo' on CPU" in result.record["reason"]["hint"]

@@ -41,7 +41,9 @@ def test_tcp_connect_to_host_loopback_is_refused_at_run_time(
     assert not _connection_arrived(tcp_listener)
     status, rule, message = reason(result)
     assert (status, rule) == ("failed", "train.exception")
-    assert "Address family not supported" in message
+    # The trainer may open TCP sockets (a one-rank process group), but only in a network
+    # namespace of its own: its 127.0.0.1 is not the host's.
+    assert "Connection refused" in message
     assert layer_state(result, "seccomp") == "active"
     assert layer_state(result, "network_namespace") == "active"
 
@@ -63,7 +65,7 @@ def test_tcp_connect_at_import_time_is_refused(
     assert "Address family not supported" in message
 
 
-def test_udp_and_dns_are_refused(run_attack: RunAttack) -> None:
+def test_udp_and_dns_never_leave_the_worker(run_attack: RunAttack) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as receiver:
         receiver.bind(("127.0.0.1", 0))
         receiver.setblocking(False)
@@ -93,34 +95,76 @@ def test_udp_and_dns_are_refused(run_attack: RunAttack) -> None:
     assert not ready
     _, rule, message = reason(result)
     assert rule == "train.exception"
-    assert "udp: [Errno 97]" in message and "dns:" in message
-    assert "sent" not in message and "resolved" not in message
+    # The datagram goes to the trainer's own loopback, never the host's; no name resolves.
+    assert "dns:" in message and "resolved" not in message
 
 
 def test_raw_and_netlink_sockets_are_refused(run_attack: RunAttack) -> None:
+    # In a worker without loopback TCP (here the probe, importing architecture.py) every
+    # family but AF_UNIX fails; the trainer's and the ranks' narrower allowance is tested below.
     result = run_attack(
-        """
+        "def attack(ctx):\n    pass\n",
+        architecture_prelude="""
+        import socket
+
+        outcomes = []
+        for family, kind in [(socket.AF_PACKET, socket.SOCK_RAW),
+                             (socket.AF_NETLINK, socket.SOCK_RAW),
+                             (socket.AF_INET, socket.SOCK_RAW),
+                             (socket.AF_INET6, socket.SOCK_STREAM)]:
+            try:
+                socket.socket(family, kind)
+                outcomes.append(f"{family.name} opened")
+            except OSError as exc:
+                outcomes.append(f"{family.name}: errno {exc.errno}")
+        raise RuntimeError("; ".join(outcomes))
+        """,
+    )
+    _, rule, message = reason(result)
+    assert rule == "probe.import_failed"
+    assert "opened" not in message
+    for family in ("AF_PACKET", "AF_NETLINK", "AF_INET", "AF_INET6"):
+        assert f"{family}: errno 97" in message
+
+
+def test_the_trainer_gets_loopback_tcp_only_inside_its_namespace(
+    run_attack: RunAttack, tcp_listener: socket.socket
+) -> None:
+    port = tcp_listener.getsockname()[1]
+    result = run_attack(
+        f"""
         import socket
 
         def attack(ctx):
             outcomes = []
-            for family, kind in [(socket.AF_PACKET, socket.SOCK_RAW),
-                                 (socket.AF_NETLINK, socket.SOCK_RAW),
-                                 (socket.AF_INET, socket.SOCK_RAW),
-                                 (socket.AF_INET6, socket.SOCK_STREAM)]:
+            try:
+                socket.create_connection(("127.0.0.1", {port}), timeout=5)
+                outcomes.append("host tcp connected")
+            except OSError as exc:
+                outcomes.append(f"host tcp: {{exc.strerror}}")
+            for name, family, kind, protocol in [
+                ("inet6", socket.AF_INET6, socket.SOCK_STREAM, 0),
+                ("vsock", 40, socket.SOCK_STREAM, 0),
+                ("packet", socket.AF_PACKET, socket.SOCK_RAW, 0),
+                ("netlink audit", socket.AF_NETLINK, socket.SOCK_RAW, 9),
+            ]:
                 try:
-                    socket.socket(family, kind)
-                    outcomes.append(f"{family.name} opened")
+                    socket.socket(family, kind, protocol)
+                    outcomes.append(f"{{name}} opened")
                 except OSError as exc:
-                    outcomes.append(f"{family.name}: errno {exc.errno}")
+                    outcomes.append(f"{{name}}: errno {{exc.errno}}")
             raise RuntimeError("; ".join(outcomes))
         """
     )
+    assert not _connection_arrived(tcp_listener)
     _, rule, message = reason(result)
     assert rule == "train.exception"
-    assert "opened" not in message
-    for family in ("AF_PACKET", "AF_NETLINK", "AF_INET", "AF_INET6"):
-        assert f"{family}: errno 97" in message
+    assert "host tcp: Connection refused" in message
+    for name in ("inet6", "vsock", "packet", "netlink audit"):
+        assert f"{name}: errno 97" in message
+    assert "opened" not in message and "connected" not in message
+    seccomp = next(layer for layer in result.record["isolation"] if layer["name"] == "seccomp")
+    assert seccomp["detail"].endswith("sockets: AF_UNIX, AF_INET and route netlink")
 
 
 def test_ranks_get_loopback_tcp_only_inside_their_namespace(
