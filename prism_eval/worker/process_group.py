@@ -23,11 +23,14 @@ def one_rank_rendezvous() -> None:
     original = dist.init_process_group
 
     def init_process_group(*args: Any, **kwargs: Any) -> Any:
-        chosen = "init_method" in kwargs or "store" in kwargs or len(args) > 1
+        chosen = len(args) > 1 or any(  # init_method is the second positional argument
+            kwargs.get(name) is not None for name in ("init_method", "store")
+        )
         if not chosen and "MASTER_ADDR" not in os.environ:
             kwargs["init_method"] = f"tcp://127.0.0.1:{RENDEZVOUS_PORT}"
-            kwargs.setdefault("rank", 0)
-            kwargs.setdefault("world_size", 1)
+            for name, value in (("rank", 0), ("world_size", 1)):
+                if kwargs.get(name, -1) == -1:  # -1: torch's "from the environment"
+                    kwargs[name] = value
         return original(*args, **kwargs)
 
     init_process_group.__doc__ = original.__doc__

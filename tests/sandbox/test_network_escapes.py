@@ -127,59 +127,22 @@ def test_raw_and_netlink_sockets_are_refused(run_attack: RunAttack) -> None:
         assert f"{family}: errno 97" in message
 
 
-def test_the_trainer_gets_loopback_tcp_only_inside_its_namespace(
-    run_attack: RunAttack, tcp_listener: socket.socket
+@pytest.mark.parametrize("loop", ["trainer", "ranks"])
+def test_loops_get_loopback_tcp_only_inside_their_namespace(
+    run_attack: RunAttack, tcp_listener: socket.socket, loop: str
 ) -> None:
+    # The trainer (for a one-rank process group) and the ranks (gloo between them) may use
+    # AF_INET and route netlink inside their private namespace: the host's loopback stays out
+    # of reach, and every other family stays closed.
     port = tcp_listener.getsockname()[1]
+    ranks = loop == "ranks"
     result = run_attack(
         f"""
         import socket
 
         def attack(ctx):
-            outcomes = []
-            try:
-                socket.create_connection(("127.0.0.1", {port}), timeout=5)
-                outcomes.append("host tcp connected")
-            except OSError as exc:
-                outcomes.append(f"host tcp: {{exc.strerror}}")
-            for name, family, kind, protocol in [
-                ("inet6", socket.AF_INET6, socket.SOCK_STREAM, 0),
-                ("vsock", 40, socket.SOCK_STREAM, 0),
-                ("packet", socket.AF_PACKET, socket.SOCK_RAW, 0),
-                ("netlink audit", socket.AF_NETLINK, socket.SOCK_RAW, 9),
-            ]:
-                try:
-                    socket.socket(family, kind, protocol)
-                    outcomes.append(f"{{name}} opened")
-                except OSError as exc:
-                    outcomes.append(f"{{name}}: errno {{exc.errno}}")
-            raise RuntimeError("; ".join(outcomes))
-        """
-    )
-    assert not _connection_arrived(tcp_listener)
-    _, rule, message = reason(result)
-    assert rule == "train.exception"
-    assert "host tcp: Connection refused" in message
-    for name in ("inet6", "vsock", "packet", "netlink audit"):
-        assert f"{name}: errno 97" in message
-    assert "opened" not in message and "connected" not in message
-    seccomp = next(layer for layer in result.record["isolation"] if layer["name"] == "seccomp")
-    assert seccomp["detail"].endswith("sockets: AF_UNIX, AF_INET and route netlink")
-
-
-def test_ranks_get_loopback_tcp_only_inside_their_namespace(
-    run_attack: RunAttack, tcp_listener: socket.socket
-) -> None:
-    # The ranks check lets AF_INET and route netlink through (gloo needs them) inside the
-    # ranks' private namespace: the host's loopback stays out of reach, other families closed.
-    port = tcp_listener.getsockname()[1]
-    result = run_attack(
-        f"""
-        import socket
-
-        def attack(ctx):
-            if ctx.world_size == 1:
-                return
+            if {ranks} and ctx.world_size == 1:
+                return  # the scored run: the ranks check comes after it
             outcomes = []
             try:
                 socket.create_connection(("127.0.0.1", {port}), timeout=5)
@@ -199,13 +162,15 @@ def test_ranks_get_loopback_tcp_only_inside_their_namespace(
                     outcomes.append(f"{{name}}: errno {{exc.errno}}")
             raise RuntimeError("; ".join(outcomes))
         """,
-        config={"ranks_byte_budget": 4096},
-        args=("--nproc", "2"),
+        **({"config": {"ranks_byte_budget": 4096}, "args": ("--nproc", "2")} if ranks else {}),
     )
     assert not _connection_arrived(tcp_listener)
     status, rule, message = reason(result)
-    assert (status, rule) == ("failed", "ranks.exception"), message
+    assert (status, rule) == ("failed", f"{'ranks' if ranks else 'train'}.exception"), message
     assert "host tcp: Connection refused" in message
     for name in ("inet6", "vsock", "packet", "netlink audit"):
         assert f"{name}: errno 97" in message
     assert "opened" not in message and "connected" not in message
+    isolation = result.record["ranks"]["isolation"] if ranks else result.record["isolation"]
+    seccomp = next(layer for layer in isolation if layer["name"] == "seccomp")
+    assert seccomp["detail"].endswith("sockets: AF_UNIX, AF_INET and route netlink")
