@@ -191,3 +191,27 @@ def test_a_geometry_outside_the_profile_is_refused_with_a_hint(
         rule_id,
     )
     assert hint in record["reason"]["hint"]
+
+
+def test_a_stream_of_another_tokenizer_than_the_model_was_built_for_is_refused(
+    tmp_path: Path,
+) -> None:
+    """Declared bytes, asked for gpt2 at run time: the model's vocabulary would not fit."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(REFERENCE_STYLE, bundle)
+    manifest = bundle / "prism.yaml"
+    text = manifest.read_text()
+    assert "tokenizer: gpt2" in text
+    manifest.write_text(text.replace("tokenizer: gpt2", "tokenizer: byte"))
+    training = bundle / "training.py"
+    check = "    assert tokenizer.n_vocab == ctx.vocab_size  # the real tiktoken encoding\n"
+    assert check in training.read_text()
+    training.write_text(training.read_text().replace(check, ""))
+    result = run_cli("run", bundle, "--byte-budget", str(TEST_BUDGET))
+    record = result.record
+    assert (result.exit_code, record["status"], record["reason"]["rule_id"]) == (
+        3,
+        "rejected",
+        "train.undeclared_tokenizer",
+    )
+    assert "tokenizer: gpt2" in record["reason"]["hint"]
