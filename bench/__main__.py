@@ -19,14 +19,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
+from bench.step_budget import bench_step_budget
 from prism_eval.config import load_config
 from prism_eval.data import iter_documents, verify_data_dir
 from prism_eval.evaluation import evaluate
 from prism_eval.pipeline import RunRequest
 from prism_eval.protocol import place_tensors
-from prism_eval.scorer.nats import position_nats
 from prism_eval.stream import StreamTally, pack_batches
 from prism_eval.tokenizers import load_tokenizer
 from prism_eval.worker.weights import Committer, describe, map_buffer
@@ -34,7 +33,7 @@ from prism_eval.worker.weights import Committer, describe, map_buffer
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bundles" / "ok_tiny_transformer"
 DATA = ROOT / "examples" / "data"
-BATCH, SEQ, STEPS = 16, 128, 30
+BATCH, SEQ = 16, 128
 
 
 def _load_example_model() -> torch.nn.Module:
@@ -47,47 +46,8 @@ def _load_example_model() -> torch.nn.Module:
     return model
 
 
-def _scored_forward(model: torch.nn.Module, rows: torch.Tensor) -> float:
-    """What a scored step adds, in one process: the eval forward and the scorer's loss."""
-    model.eval()
-    with torch.no_grad():
-        logits = model(rows)  # (batch, seq, vocab)
-    model.train()
-    return float(position_nats(logits, rows[:, 1:]).double().sum())
-
-
-def _train_steps(capture: bool) -> float:
-    """Seconds for STEPS training steps of the example, with or without the scored forward."""
-    torch.manual_seed(0)
-    model = _load_example_model()
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    batches = [torch.randint(0, 256, (BATCH, SEQ)) for _ in range(STEPS)]
-    started = time.perf_counter()
-    for rows in batches:
-        if capture:
-            _scored_forward(model, rows)
-        logits = model(rows[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, 257), rows[:, 1:].reshape(-1))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return time.perf_counter() - started
-
-
 def _median(function: Callable[[], float], repeats: int = 3) -> float:
     return statistics.median(function() for _ in range(repeats))
-
-
-def bench_capture() -> dict[str, Any]:
-    """Training with the scored forward vs the same loop without it, in one process
-    (interleaved): the cost the capture cannot avoid."""
-    _train_steps(False)  # warm-up
-    plain, captured = [], []
-    for _ in range(3):
-        plain.append(_train_steps(False))
-        captured.append(_train_steps(True))
-    ratio = statistics.median(captured) / statistics.median(plain)
-    return {"capture_overhead_ratio": round(ratio, 3), "steps": STEPS, "batch": [BATCH, SEQ]}
 
 
 def bench_supervisor_stream() -> dict[str, Any]:
@@ -118,28 +78,6 @@ def _evaluate(budget: int, **overrides: Any) -> Any:
     record = evaluate(RunRequest(bundle=EXAMPLE, data_dir=DATA, config=config), dict(os.environ))
     assert record.record.run is not None, record.record.reason
     return record.record
-
-
-def bench_pipeline_vs_loop() -> dict[str, Any]:
-    """The scored run (trainer, predictor, auditor, scorer) vs the same loop in one process
-    with the scored forward, at two budgets. The crew starts during the probe stage, so the
-    train stage holds no start-up; probe + train holds all of it."""
-    report: dict[str, Any] = {}
-    for budget in (128 * 1024, 256 * 1024):
-        record = _evaluate(budget)
-        seconds = {stage.name: stage.seconds for stage in record.stages}
-        in_process = _train_steps(True) / STEPS * record.run.batches
-        report[f"{budget // 1024}KiB"] = {
-            "batches": record.run.batches,
-            "train_stage_s": round(seconds["train"], 2),
-            "probe_plus_train_s": round(seconds["probe"] + seconds["train"], 2),
-            "in_process_loop_s": round(in_process, 2),
-            "train_stage_vs_loop": round(seconds["train"] / in_process, 3),
-            "probe_plus_train_vs_loop": round(
-                (seconds["probe"] + seconds["train"]) / in_process, 3
-            ),
-        }
-    return report
 
 
 def bench_prefix_audit() -> dict[str, Any]:
@@ -193,7 +131,7 @@ def bench_handoff() -> dict[str, Any]:
 
 def _weight_traffic(model: torch.nn.Module) -> dict[str, Any]:
     placed, size = place_tensors(describe(model))
-    commit, snapshot, weights = _shared(size), torch.empty(size, dtype=torch.uint8), _shared(size)
+    commit, snapshot, own = _shared(size), _shared(size), torch.empty(size, dtype=torch.uint8)
     committer = Committer(model, placed, commit)
     for parameter in model.parameters():
         parameter.grad = torch.randn_like(parameter)
@@ -208,7 +146,7 @@ def _weight_traffic(model: torch.nn.Module) -> dict[str, Any]:
         started = time.perf_counter()
         committer.commit()
         snapshot.copy_(commit)
-        weights.copy_(snapshot)
+        own.copy_(snapshot)
         return time.perf_counter() - started
 
     step_s, traffic_s = _median(step, 5), _median(traffic, 5)
@@ -221,8 +159,8 @@ def _weight_traffic(model: torch.nn.Module) -> dict[str, Any]:
 
 
 def bench_commit() -> dict[str, Any]:
-    """A step's weight traffic — the trainer's commit plus the scorer's two copies (snapshot,
-    predictor's buffer) — vs one optimizer step, for the example and a 12 × 768 model."""
+    """A step's weight traffic — the trainer's commit, the scorer's snapshot and the predictor's
+    copy of it — vs one optimizer step, for the example and a 12 × 768 model."""
     layers = (torch.nn.Linear(768, 768 * 4) for _ in range(12))
     return {
         "example": _weight_traffic(_load_example_model()),
@@ -361,9 +299,8 @@ def main() -> None:
 
     torch.set_num_threads(os.cpu_count() or 1)
     report = {
-        "capture": bench_capture(),
+        "step_budget": bench_step_budget(),
         "supervisor_stream": bench_supervisor_stream(),
-        "pipeline": bench_pipeline_vs_loop(),
         "prefix_audit": bench_prefix_audit(),
         "handoff": bench_handoff(),
         "commit": bench_commit(),

@@ -29,7 +29,7 @@ from typing import Literal
 
 import numpy as np
 
-from prism_eval.capture import Limits, expect, withhold_last
+from prism_eval.capture import Limits, expect, set_up_scorer, withhold_last
 from prism_eval.config import EvalConfig
 from prism_eval.errors import EvaluatorError, Failed, PrismError, Rejected
 from prism_eval.protocol import (
@@ -41,7 +41,6 @@ from prism_eval.protocol import (
     ProtocolError,
     Score,
     Scored,
-    ScorerSetup,
     logits_bytes,
 )
 from prism_eval.record import AuditFigures
@@ -186,8 +185,7 @@ def run_audit(
         geometry = {"rows": rows, "cols": cols, "width": logits_width,
                     "logits_dtype": config.capture_dtype}  # fmt: skip
         try:
-            scorer.send(ScorerSetup(buffers=["predictor_logits"], weights_bytes=0, **geometry),
-                        fds=tuple(buffers.fds(["predictor_logits"])))  # fmt: skip
+            set_up_scorer(scorer, buffers, ["predictor_logits"], 0, geometry, limits)
             worker.send(PredictorSetup(tensors=[], weights_bytes=0, **geometry),
                         fds=tuple(buffers.fds(["predictor_logits"])))  # fmt: skip
         finally:

@@ -9,12 +9,16 @@ nothing of batch i. Then, in this order:
    fixed token BOS; a causal model's logits before it cannot depend on it) and writes the logits;
 3. the scorer scores them against the targets, which only it receives; the loss is final;
 4. a secret choice made now may prefix-audit the step: a separate auditor, which never saw
-   batch i, gets a copy of the same snapshot and every row cut after a secret position (padded
+   batch i, reads the same snapshot and gets every row cut after a secret position (padded
    with the fixed token), and the scorer compares the nats at that position with the scored
    ones. A prefix holds no future, so a predictor that leaked in the scored pass, however it
    recognised it, is caught at every audited position where it leaked;
-5. only then is batch i revealed to the trainer; another secret choice may spot-check the step
-   (the predictor again, with the tokens after a secret position changed) while it trains.
+5. another secret choice may spot-check the step (the predictor again, with the tokens after
+   a secret position changed);
+6. only then is batch i revealed to the trainer.
+
+Each phase runs alone: on a host with fewer cores than processes, a check that ran beside the
+trainer would slow both. `StepClock` records where the time went.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from pydantic import BaseModel
@@ -32,10 +37,10 @@ from prism_eval.crew import Crew
 from prism_eval.errors import EvaluatorError, Failed, PrismError, Rejected
 from prism_eval.probing import CAUSALITY_TOLERANCE, NONCAUSAL_HINT
 from prism_eval.protocol import (
+    BufferName,
+    BuffersMapped,
     Compare,
     Compared,
-    Copied,
-    CopyToAuditor,
     Failure,
     JobSpec,
     Predict,
@@ -43,12 +48,15 @@ from prism_eval.protocol import (
     ProtocolError,
     Score,
     Scored,
+    ScorerSetup,
     Snapshot,
     Snapshotted,
 )
 from prism_eval.sandbox.launch import QuotaExceeded, WorkerProcess, WorkerTimeout
 from prism_eval.sandbox.session import failure_error, lost_worker_error
 from prism_eval.scoring import BatchFigures
+from prism_eval.shared_memory import SharedBuffers
+from prism_eval.step_clock import StepClock
 from prism_eval.stream import PackedBatch
 
 FailureTable = dict[str, tuple[type[PrismError], str, str]]
@@ -121,11 +129,34 @@ def expect(
     return message
 
 
+def set_up_scorer(
+    scorer: WorkerProcess,
+    buffers: SharedBuffers,
+    names: list[BufferName],
+    weights_bytes: int,
+    geometry: dict[str, Any],
+    limits: Limits,
+) -> None:
+    """Hand the scorer its buffers and wait until it has mapped them (and sealed the
+    snapshot, when there is one)."""
+    try:
+        scorer.send(
+            ScorerSetup(buffers=names, weights_bytes=weights_bytes, **geometry),
+            fds=tuple(buffers.fds(names)),
+        )
+        expect(scorer, BuffersMapped, 0, limits, {}, "")
+    except (WorkerTimeout, ProtocolError, PrismError) as exc:
+        raise _scorer_failed(scorer, 0, exc) from exc
+
+
 class Capture:
     """The scored steps of one run, and the secret checks that follow them."""
 
-    def __init__(self, crew: Crew, config: EvalConfig, limits: Limits, spec: JobSpec) -> None:
+    def __init__(
+        self, crew: Crew, config: EvalConfig, limits: Limits, spec: JobSpec, clock: StepClock
+    ) -> None:
         self.crew = crew
+        self.clock = clock
         self.config = config
         self.limits = limits
         self.fixed_token = spec.bos_id
@@ -141,14 +172,17 @@ class Capture:
         """Batch `batch.index`'s loss from the committed weights; raises on any breach."""
         index = batch.index
         rows, cols = batch.rows.shape
-        self._ask_scorer(Snapshot(index=index), Snapshotted, index)
-        self._predict(self.crew.predictor, "predictor", index, self.withheld(batch.rows))
-        scored = self._ask_scorer(
-            Score(index=index, source="predictor", rows=rows, cols=cols),
-            Scored,
-            index,
-            np.ascontiguousarray(batch.rows[:, 1:]).tobytes(),
-        )
+        with self.clock.phase("snapshot"):
+            self._ask_scorer(Snapshot(index=index), Snapshotted, index)
+        with self.clock.phase("predict"):
+            self._predict(self.crew.predictor, "predictor", index, self.withheld(batch.rows))
+        with self.clock.phase("score"):
+            scored = self._ask_scorer(
+                Score(index=index, source="predictor", rows=rows, cols=cols),
+                Scored,
+                index,
+                np.ascontiguousarray(batch.rows[:, 1:]).tobytes(),
+            )
         assert isinstance(scored, Scored)
         if not scored.finite:
             raise Failed(
@@ -174,15 +208,20 @@ class Capture:
         if not self.tally.rate:
             self.tally.rate = audit_rate(self.config, batch.bytes)
         if self._secret.random() < self.tally.rate and cols >= 3:
-            self._prefix_audit(batch, self._secret.integers(0, cols - 2, size=rows))
+            with self.clock.phase("prefix_audit"):
+                self._prefix_audit(batch, self._secret.integers(0, cols - 2, size=rows))
 
     def spot_check(self, batch: PackedBatch) -> None:
         """Decide now, in secret, whether to spot-check this step; if so, ask the predictor again
-        with the tokens after a secret position changed: earlier nats must stay. Called after
-        the reveal, while the trainer trains."""
+        with the tokens after a secret position changed: earlier nats must stay. Called once
+        the loss is final, before the reveal."""
+        cols = batch.rows.shape[1]
+        if self._secret.random() < self.config.spot_check_rate and cols >= 3:
+            with self.clock.phase("spot_check"):
+                self._spot_check(batch)
+
+    def _spot_check(self, batch: PackedBatch) -> None:
         rows, cols = batch.rows.shape
-        if not (self._secret.random() < self.config.spot_check_rate and cols >= 3):
-            return
         position = int(self._secret.integers(1, cols - 1))
         changed = self.withheld(batch.rows)
         shape = (rows, cols - 1 - position)
@@ -206,7 +245,6 @@ class Capture:
         cut = self.withheld(batch.rows)
         columns = np.arange(cut.shape[1])[None, :]
         cut[columns > positions[:, None]] = self.fixed_token  # (rows, cols): nothing after t
-        self._ask_scorer(CopyToAuditor(index=index), Copied, index)
         self._predict(self.crew.auditor, "auditor", index, cut)
         diffs = self._compare(index, "auditor", "prefix", positions.tolist())
         tolerance = self.config.prefix_audit_tolerance_nats
@@ -251,7 +289,7 @@ class Capture:
         return compared.diffs
 
     def _ask_scorer(
-        self, message: Score | Snapshot | CopyToAuditor | Compare, kind: type[BaseModel],
+        self, message: Score | Snapshot | Compare, kind: type[BaseModel],
         index: int, body: bytes = b"",
     ) -> BaseModel:  # fmt: skip
         """One request to the trusted scorer; anything but its answer is our own failure."""

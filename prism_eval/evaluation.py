@@ -25,6 +25,7 @@ from prism_eval.record import (
     SignedRecord,
     Signer,
     StageResult,
+    StepTimes,
     StreamSummary,
     Subject,
     TokenizerRef,
@@ -71,8 +72,12 @@ def build_record(
             model_params=train.model_params,
             float_buffer_elements=train.float_buffer_elements,
             wall_seconds=round(train.wall_seconds, 3),
+            first_batch_seconds=(
+                round(train.first_batch_seconds, 3) if train.first_batch_seconds else None
+            ),
             peak_memory_bytes=train.peak_memory_bytes,
             spot_checks=train.checks.spot_checks,
+            step_ms=StepTimes(**train.step_ms) if train.step_ms else None,
         )
         checks = train.checks
         rate = checks.rate or config.prefix_audit_rate

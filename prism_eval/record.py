@@ -133,6 +133,19 @@ class StageResult(_Model):
     seconds: float
 
 
+class StepTimes(_Model):
+    """Where a scored step's time went, in milliseconds per step, measured by the supervisor
+    (docs/scoring.md §4.1). Timings describe the host, not the bundle: never reproducible."""
+
+    trainer: float = Field(description="Waiting for train(ctx) to ask for the next batch.")
+    snapshot: float = Field(description="The scorer copying the committed weights.")
+    predict: float = Field(description="The predictor's scored forward, message to answer.")
+    score: float = Field(description="The scorer's nats for the batch.")
+    prefix_audit: float = Field(description="Prefix audits, averaged over every step.")
+    spot_check: float = Field(description="Spot checks, averaged over every step.")
+    supervisor: float = Field(description="The rest: batches, reveals, bookkeeping.")
+
+
 class RunFigures(_Model):
     """The scored run's geometry and counts, all counted by the supervisor."""
 
@@ -149,8 +162,12 @@ class RunFigures(_Model):
         description="Floating-point buffer elements of the scored model (committed)."
     )
     wall_seconds: float
+    first_batch_seconds: float | None = Field(
+        None, description="From the train stage's start to the first batch's loss (timing)."
+    )
     peak_memory_bytes: int | None = Field(None, description="The trainer's peak (cgroup).")
     spot_checks: int = Field(0, description="Scored steps whose predictor passed a spot check.")
+    step_ms: StepTimes | None = Field(None, description="Where a step's time went (timings).")
 
 
 class PrefixAudit(_Model):

@@ -19,7 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from prism_eval.audit import ScoredBatch
-from prism_eval.capture import AuditTally, Capture, Limits, expect, predictor_failures
+from prism_eval.capture import (
+    AuditTally,
+    Capture,
+    Limits,
+    expect,
+    predictor_failures,
+    set_up_scorer,
+)
 from prism_eval.config import EvalConfig
 from prism_eval.crew import Crew
 from prism_eval.data import Document
@@ -28,6 +35,7 @@ from prism_eval.protocol import (
     FLOATING,
     MAX_BODY_BYTES,
     BatchRequest,
+    BufferName,
     ChildMessage,
     Failure,
     Go,
@@ -36,7 +44,6 @@ from prism_eval.protocol import (
     PredictorSetup,
     ProtocolError,
     Reveal,
-    ScorerSetup,
     StreamAccepted,
     StreamEnd,
     StreamOpen,
@@ -56,6 +63,7 @@ from prism_eval.sandbox.session import (
 )
 from prism_eval.scoring import BatchFigures
 from prism_eval.shared_memory import SharedBuffers
+from prism_eval.step_clock import StepClock
 from prism_eval.stream import BatchProducer, PackedBatch, StreamTally, pack_batches
 from prism_eval.tokenizers import Tokenizer, load_tokenizer
 
@@ -92,6 +100,8 @@ class TrainOutcome:
     seq_len: int = 0
     model_params: int = 0
     float_buffer_elements: int = 0
+    step_ms: dict[str, float] = field(default_factory=dict)  # per phase (step_clock.py)
+    first_batch_seconds: float | None = None  # from the stage's start to the first loss
     figures: list[BatchFigures] = field(default_factory=list)
     tally: StreamTally = field(default_factory=StreamTally)
     wall_seconds: float = 0.0
@@ -244,14 +254,16 @@ def serve_batches(
     tally: StreamTally,
     budget_bytes: int,
     before_reveal: Callable[[PackedBatch], None],
-    after_reveal: Callable[[PackedBatch], None] = lambda batch: None,
+    clock: StepClock | None = None,
 ) -> None:
     """Answer each batch request — `before_reveal`, then the batch — until train(ctx) returns;
-    it must reach the end of the stream."""
+    it must reach the end of the stream. The wait for each request is the `trainer` phase."""
+    clock = clock or StepClock()
     served = scored_bytes = 0
     ended = False
     while True:
-        message = await_trainer(worker, spec, limits)
+        with clock.phase("trainer"):
+            message = await_trainer(worker, spec, limits)
         if isinstance(message, TrainDone):
             break
         if not isinstance(message, BatchRequest) or message.index != served or ended:
@@ -264,7 +276,6 @@ def serve_batches(
         before_reveal(batch)
         rows, cols = batch.rows.shape  # the index is the loop's own count (a rank's too)
         worker.send(Reveal(index=served, rows=rows, cols=cols), batch.rows.tobytes())
-        after_reveal(batch)
         served += 1
         scored_bytes += batch.bytes
     if not ended:
@@ -319,24 +330,25 @@ def _built_layout(worker: WorkerProcess, spec: JobSpec, limits: Limits) -> list[
     return message.tensors
 
 
-def _hand_out_buffers(crew: Crew, request: StreamOpen, width: int, config: EvalConfig) -> None:
-    """Size, seal and hand out the shared buffers; accept the stream."""
+def _hand_out_buffers(
+    crew: Crew, request: StreamOpen, width: int, config: EvalConfig, limits: Limits
+) -> None:
+    """Size, seal and hand out the shared buffers; accept the stream. The predictor and the
+    auditor get the snapshot only once the scorer has sealed it against every other writer."""
     placed, weights = place_tensors(request.tensors)
     logits = logits_bytes(request.batch_size, request.seq_len, width, config.capture_dtype)
-    names = ["commit", "predictor_weights", "auditor_weights", "predictor_logits",
-             "auditor_logits"]  # fmt: skip
-    buffers = SharedBuffers(dict(zip(names, [weights] * 3 + [logits] * 2, strict=True)))
+    names: list[BufferName] = ["commit", "snapshot", "predictor_logits", "auditor_logits"]
+    sizes: dict[str, int] = dict(zip(names, [weights, weights, logits, logits], strict=True))
+    buffers = SharedBuffers(sizes, writer_sealed=["snapshot"])
     geometry = {"rows": request.batch_size, "cols": request.seq_len, "width": width,
                 "logits_dtype": config.capture_dtype}  # fmt: skip
     try:
-        crew.scorer.send(
-            ScorerSetup(buffers=names, weights_bytes=weights, **geometry),
-            fds=tuple(buffers.fds(names)),
-        )
+        set_up_scorer(crew.scorer, buffers, names, weights, geometry, limits)
+        buffers.require_writer_sealed("snapshot")
         for child, role in ((crew.predictor, "predictor"), (crew.auditor, "auditor")):
             child.send(
                 PredictorSetup(tensors=placed, weights_bytes=weights, **geometry),
-                fds=tuple(buffers.fds([f"{role}_weights", f"{role}_logits"])),
+                fds=tuple(buffers.fds(["snapshot", f"{role}_logits"])),
             )
         crew.trainer.send(
             StreamAccepted(
@@ -397,7 +409,7 @@ def run_training(
         outcome.float_buffer_elements = sum(
             t.elements for t in request.tensors if t.kind == "buffer" and t.dtype in FLOATING
         )
-        _hand_out_buffers(crew, request, logits_width, config)
+        _hand_out_buffers(crew, request, logits_width, config, limits)
         assert outcome.tokenizer is not None
         batches = pack_batches(
             documents,
@@ -409,14 +421,19 @@ def run_training(
             block_batches=config.stream_block_batches,
         )
         producer = BatchProducer(batches, depth=config.prefetch_batches)
-        capture = Capture(crew, config, limits, spec)
+        clock = StepClock()
+        capture = Capture(crew, config, limits, spec, clock)
         outcome.checks = capture.tally
         scored_bytes, running_nats = 0, 0.0
 
         def score(batch: PackedBatch) -> None:
             nonlocal scored_bytes, running_nats
             figures = capture.score(batch)
-            capture.prefix_audit(batch)  # before the trainer gets the batch: it cannot help
+            if outcome.first_batch_seconds is None:
+                outcome.first_batch_seconds = time.monotonic() - started
+            # Before the trainer gets the batch: it cannot help, and nothing runs beside them.
+            capture.prefix_audit(batch)
+            capture.spot_check(batch)
             outcome.keep_for_audit(ScoredBatch(batch, figures.nats), config.audit_recent_batches)
             outcome.figures.append(figures)
             scored_bytes += figures.bytes
@@ -424,9 +441,9 @@ def run_training(
             progress(scored_bytes, running_nats, time.monotonic() - started)
 
         serve_batches(
-            crew.trainer, spec, limits, producer, outcome.tally, spec.byte_budget, score,
-            capture.spot_check,
-        )  # fmt: skip
+            crew.trainer, spec, limits, producer, outcome.tally, spec.byte_budget, score, clock
+        )
+        outcome.step_ms = clock.per_step_ms(len(outcome.figures))
         watch()  # what train(ctx) left behind counts too
     except (WorkerTimeout, ProtocolError, QuotaExceeded) as exc:
         error = lost_worker_error("train", current, exc)

@@ -8,7 +8,8 @@
 #      precision), twice: both records must be `scored` and carry the same stream digest and
 #      bpb (determinism across runs on one GPU), and step 0 must replay exactly;
 #   3. the same with --nproc 2 would use CPU ranks (gloo) and is covered by `make test`.
-# Prints each record's figures and the train stage's rate; exits non-zero on any difference.
+# Prints each record's figures, the train stage's rate and its per-phase step times (record
+# run.step_ms); exits non-zero on any difference.
 set -euo pipefail
 PRISM_EVAL="${PRISM_EVAL:-.venv/bin/prism-eval}"
 BUDGET="${BUDGET:-1048576}"
@@ -36,6 +37,7 @@ for record in records:
     print(record["status"], record["reason"]["rule_id"], "bpb", (record["score"] or {}).get("bpb"),
           "stream", (record["stream"] or {}).get("sha256"), f"{rate:,.0f} B/s",
           "device", record["environment"].get("device"))
+    print("  where a step's time went (ms):", run.get("step_ms"))
     assert record["status"] == "scored", record["reason"]
     assert audit["step0_replayed_nats"] == audit["step0_reported_nats"], audit
 first, second = records

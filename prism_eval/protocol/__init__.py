@@ -37,12 +37,12 @@ from prism_eval.protocol.frames import (
 from prism_eval.protocol.predictor import ModelLayout, Predict, Predicted, PredictorSetup
 from prism_eval.protocol.probe import CausalityCheck, ProbeInput, ProbeReport
 from prism_eval.protocol.scorer import (
+    F_SEAL_FUTURE_WRITE,
     LARGE_DIFF,
     BufferName,
+    BuffersMapped,
     Compare,
     Compared,
-    Copied,
-    CopyToAuditor,
     LogitsSource,
     Score,
     Scored,
@@ -85,7 +85,6 @@ SupervisorMessage = Annotated[
     | ScorerSetup
     | Snapshot
     | Score
-    | CopyToAuditor
     | Compare
     | Spawn,
     Field(discriminator="type"),
@@ -102,7 +101,7 @@ ChildMessage = Annotated[
     | Predicted
     | Snapshotted
     | Scored
-    | Copied
+    | BuffersMapped
     | Compared
     | Spawned
     | Exited,
@@ -134,6 +133,7 @@ def parse_supervisor_message(header: bytes) -> SupervisorMessage:
 __all__ = [
     "DTYPE_BYTES",
     "FLOATING",
+    "F_SEAL_FUTURE_WRITE",
     "LARGE_DIFF",
     "MAX_BODY_BYTES",
     "MAX_CHILD_HEADER_BYTES",
@@ -141,13 +141,12 @@ __all__ = [
     "PROTOCOL_VERSION",
     "BatchRequest",
     "BufferName",
+    "BuffersMapped",
     "CausalityCheck",
     "ChannelClosed",
     "ChildMessage",
     "Compare",
     "Compared",
-    "Copied",
-    "CopyToAuditor",
     "Exited",
     "Failure",
     "Go",

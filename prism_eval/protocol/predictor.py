@@ -6,7 +6,7 @@ secret position) and the *referee* (after training: the forced-init twin and the
 weights). None of them ever receives a target:
 
     predictor → ModelLayout (the tensors build_model(ctx) made)
-    supervisor → PredictorSetup (+ weights buffer, logits buffer)
+    supervisor → PredictorSetup (+ the scorer's snapshot, read-only; the logits buffer)
     repeat:  supervisor → Predict + inputs;  predictor → Predicted (logits are in the buffer)
 """
 
@@ -28,8 +28,9 @@ class ModelLayout(Message):
 
 
 class PredictorSetup(Message):
-    """Where the weights and the logits go. The frame carries the weights buffer's descriptor
-    (when `weights_bytes` > 0) and then the logits buffer's."""
+    """Where the weights come from and the logits go. The frame carries the scorer's snapshot
+    (when `weights_bytes` > 0; sealed so that it can only be mapped read-only) and then the
+    logits buffer."""
 
     type: Literal["predictor_setup"] = "predictor_setup"
     tensors: list[PlacedTensor] = Field(description="Placement of the committed tensors.")
@@ -43,7 +44,7 @@ class PredictorSetup(Message):
 class Predict(Message):
     """Run the forward on the inputs in the body (int32, (rows, cols)) and write the logits
     (rows, cols, width) to the logits buffer. `model` says which weights: the committed ones
-    (in the weights buffer), the forced-init twin, or the saved final weights (referee)."""
+    (the scorer's snapshot), the forced-init twin, or the saved final weights (referee)."""
 
     type: Literal["predict"] = "predict"
     index: int

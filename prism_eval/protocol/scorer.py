@@ -1,14 +1,14 @@
 """Shared: the scorer's messages — trusted code that turns logits into nats.
 
 The scorer imports torch, never a bundle file. It copies the trainer's committed weights into a
-snapshot of its own before any predictor runs on them, hands copies of that snapshot to the
-predictor and the auditor, and computes every loss: float32 log-softmax over the full logits
-width, per-position nats, summed per row in float64.
+snapshot before any predictor runs on them, and computes every loss: float32 log-softmax over
+the full logits width, per-position nats, summed per row in float64. The snapshot is a buffer
+only the scorer can write: it seals it with `F_SEAL_FUTURE_WRITE` once mapped, so the predictor
+and the auditor read the same bytes and nothing can change them but the next Snapshot.
 
-    supervisor → ScorerSetup (+ buffers, named in `buffers`, in that order)
-    Snapshot i → Snapshotted   (commit → snapshot → predictor's weights)
+    supervisor → ScorerSetup (+ buffers, named in `buffers`, in that order) → BuffersMapped
+    Snapshot i → Snapshotted   (commit → snapshot)
     Score i + targets → Scored (nats of the logits in a buffer; kept for comparisons)
-    CopyToAuditor i → Copied   (snapshot → auditor's weights)
     Compare i → Compared       (the same positions from other logits, against Score's)
 """
 
@@ -21,9 +21,10 @@ from pydantic import Field, field_validator
 from prism_eval.protocol.common import Message, finite
 from prism_eval.protocol.tensors import LogitsDType
 
-BufferName = Literal[
-    "commit", "predictor_weights", "auditor_weights", "predictor_logits", "auditor_logits"
-]
+BufferName = Literal["commit", "snapshot", "predictor_logits", "auditor_logits"]
+# memfd_create(2): no new writable mapping or write() of the file, from any process; the
+# mapping the writer already holds stays writable. Python's fcntl module does not name it.
+F_SEAL_FUTURE_WRITE = 0x0010
 LogitsSource = Literal["predictor", "auditor"]
 # Reported instead of NaN or inf (JSON has neither), so a broken output still reads as a breach.
 LARGE_DIFF = 1e30
@@ -33,7 +34,7 @@ class ScorerSetup(Message):
     """The buffers (descriptors in this frame, in the order of `buffers`) and their geometry."""
 
     type: Literal["scorer_setup"] = "scorer_setup"
-    buffers: list[BufferName] = Field(max_length=5)
+    buffers: list[BufferName] = Field(max_length=4)
     weights_bytes: int = Field(ge=0)
     rows: int = Field(ge=1)
     cols: int = Field(ge=2)
@@ -41,15 +42,21 @@ class ScorerSetup(Message):
     logits_dtype: LogitsDType
 
 
+class BuffersMapped(Message):
+    """The buffers are mapped, and the snapshot is sealed against every other writer."""
+
+    type: Literal["buffers_mapped"] = "buffers_mapped"
+
+
 class Snapshot(Message):
-    """Copy the commit buffer into the scorer's own snapshot, then into the predictor's weights."""
+    """Copy the commit buffer into the snapshot, the weights the predictor and auditor read."""
 
     type: Literal["snapshot"] = "snapshot"
     index: int
 
 
 class Snapshotted(Message):
-    """Snapshot `index` is taken and in the predictor's weights buffer."""
+    """Snapshot `index` is taken: the predictor and the auditor read it from now on."""
 
     type: Literal["snapshotted"] = "snapshotted"
     index: int = Field(ge=0)
@@ -78,20 +85,6 @@ class Scored(Message):
     @classmethod
     def _all_finite(cls, values: list[float]) -> list[float]:
         return [finite(value) for value in values]
-
-
-class CopyToAuditor(Message):
-    """Copy the snapshot (the weights batch `index` was scored with) to the auditor's buffer."""
-
-    type: Literal["copy_to_auditor"] = "copy_to_auditor"
-    index: int
-
-
-class Copied(Message):
-    """The auditor's weights buffer holds snapshot `index`."""
-
-    type: Literal["copied"] = "copied"
-    index: int = Field(ge=0)
 
 
 class Compare(Message):

@@ -41,7 +41,7 @@ def main() -> int:
         )
     )
     with contextlib.suppress(ChannelClosed):  # the supervisor is done with this stage
-        Scorer(channel, job.device).serve()
+        Scorer(channel, job.device, job.threads).serve()
     return 0
 
 

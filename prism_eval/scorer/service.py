@@ -1,13 +1,15 @@
 """Scorer (trusted): the message loop — snapshots of committed weights, scores, comparisons.
 
 Every buffer is a descriptor the supervisor created, sized and sealed (no child can shrink or
-grow it), so reading past what a child wrote can never fault here. The snapshot is the scorer's
-own memory: the predictor and the auditor only ever get copies of it, so the weights a step was
-scored with stay the weights its prefix audit uses, whatever a predictor does to its copy.
+grow it), so reading past what a child wrote can never fault here. The snapshot is written only
+here: once mapped, it is sealed with `F_SEAL_FUTURE_WRITE`, so the predictor and the auditor can
+map it read-only and nothing else. The weights a step was scored with stay the weights its
+prefix audit uses, whatever a predictor does.
 """
 
 from __future__ import annotations
 
+import fcntl
 import mmap
 import os
 
@@ -15,11 +17,11 @@ import numpy as np
 import torch
 
 from prism_eval.protocol import (
+    F_SEAL_FUTURE_WRITE,
     LARGE_DIFF,
+    BuffersMapped,
     Compare,
     Compared,
-    Copied,
-    CopyToAuditor,
     LogitsDType,
     ProtocolError,
     Score,
@@ -27,17 +29,25 @@ from prism_eval.protocol import (
     ScorerSetup,
     Snapshot,
     Snapshotted,
+    logits_bytes,
 )
 from prism_eval.protocol.channel import Channel
 from prism_eval.scorer.nats import nats_at, position_nats, row_sums
 
 _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# Below this many bytes of logits a batch is scored on one thread: a second one saves less than
+# it costs to wake, and once idle it would spin against the next process on a small host.
+# Thread counts do not change the nats (each position's log-softmax is one thread's sum).
+PARALLEL_SCORING_MIN_BYTES = 4 * 2**20
 
 
-def map_bytes(fd: int) -> torch.Tensor:
-    """The whole buffer behind `fd` as a flat uint8 tensor sharing its memory."""
+def map_bytes(fd: int, seal_writes: bool = False) -> torch.Tensor:
+    """The whole buffer behind `fd` as a flat uint8 tensor sharing its memory; with
+    `seal_writes`, this mapping stays the only way to write it."""
     size = os.fstat(fd).st_size
     mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    if seal_writes:
+        fcntl.fcntl(fd, fcntl.F_ADD_SEALS, F_SEAL_FUTURE_WRITE | fcntl.F_SEAL_SEAL)
     os.close(fd)
     return torch.frombuffer(mapped, dtype=torch.uint8)
 
@@ -45,11 +55,12 @@ def map_bytes(fd: int) -> torch.Tensor:
 class Scorer:
     """Serves one stage: set up once, then snapshot / score / copy / compare on request."""
 
-    def __init__(self, channel: Channel, device: str) -> None:
+    def __init__(self, channel: Channel, device: str, threads: int) -> None:
         self._channel = channel
+        self._threads = threads
         self._device = torch.device(device)
         self._buffers: dict[str, torch.Tensor] = {}
-        self._snapshot = torch.empty(0, dtype=torch.uint8)
+        self._weights_bytes = 0
         self._geometry = (0, 0, 0)
         self._dtype: LogitsDType = "float32"
         self._scored: tuple[int, torch.Tensor, torch.Tensor] | None = None  # index, nats, targets
@@ -61,14 +72,11 @@ class Scorer:
             if isinstance(message, ScorerSetup):
                 self._setup(message)
             elif isinstance(message, Snapshot):
-                self._snapshot.copy_(self._buffers["commit"][: self._snapshot.numel()])
-                self._buffers["predictor_weights"][: self._snapshot.numel()].copy_(self._snapshot)
+                size = self._weights_bytes
+                self._buffers["snapshot"][:size].copy_(self._buffers["commit"][:size])
                 self._channel.send(Snapshotted(index=message.index))
             elif isinstance(message, Score):
                 self._channel.send(self._score(message, body))
-            elif isinstance(message, CopyToAuditor):
-                self._buffers["auditor_weights"][: self._snapshot.numel()].copy_(self._snapshot)
-                self._channel.send(Copied(index=message.index))
             elif isinstance(message, Compare):
                 self._channel.send(self._compare(message))
             else:
@@ -76,10 +84,17 @@ class Scorer:
 
     def _setup(self, setup: ScorerSetup) -> None:
         fds = self._channel.take_fds(len(setup.buffers))
-        self._buffers = {name: map_bytes(fd) for name, fd in zip(setup.buffers, fds, strict=True)}
-        self._snapshot = torch.empty(setup.weights_bytes, dtype=torch.uint8)
+        self._buffers = {
+            name: map_bytes(fd, seal_writes=name == "snapshot")
+            for name, fd in zip(setup.buffers, fds, strict=True)
+        }
+        self._weights_bytes = setup.weights_bytes
         self._geometry = (setup.rows, setup.cols, setup.width)
         self._dtype = setup.logits_dtype
+        size = logits_bytes(setup.rows, setup.cols, setup.width, setup.logits_dtype)
+        if self._device.type == "cpu" and self._threads > 0:
+            torch.set_num_threads(self._threads if size >= PARALLEL_SCORING_MIN_BYTES else 1)
+        self._channel.send(BuffersMapped())
 
     def _logits(self, source: str, rows: int, cols: int) -> torch.Tensor:
         """The first (rows, cols, width) logits in `source`'s buffer, on the scoring device."""

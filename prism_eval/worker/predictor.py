@@ -34,9 +34,11 @@ class Predictor:
         self.setup: PredictorSetup | None = None
 
     def attach(self, setup: PredictorSetup, fds: list[int]) -> None:
-        """Bind the committed model to the weights buffer; map the logits buffer."""
+        """Bind the committed model to the scorer's snapshot (read-only); map the logits
+        buffer."""
         if setup.weights_bytes:
-            self.bound = BoundWeights(self.models["committed"], setup.tensors, map_buffer(fds[0]))
+            snapshot = map_buffer(fds[0], writable=False)
+            self.bound = BoundWeights(self.models["committed"], setup.tensors, snapshot)
         self.logits = map_buffer(fds[-1])
         self.setup = setup
 

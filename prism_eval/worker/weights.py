@@ -1,15 +1,17 @@
-"""Worker (sandboxed): a model's tensors in a shared weights buffer — describe, commit, bind.
+"""Worker (sandboxed): a model's tensors in shared weights buffers — describe, commit, bind.
 
 The trainer commits the scored model's parameters and buffers into its commit buffer before it
-asks for a batch; a predictor binds its own model's tensors to its weights buffer, into which the
-scorer copies the snapshot. Both sides name tensors the same way (`state_tensors`), so the
-supervisor can check that the trained model is the one `build_model(ctx)` builds.
+asks for a batch; a predictor refreshes its own model's tensors from the scorer's snapshot,
+which it can map only read-only (the scorer sealed it against every other writer). Both sides
+name tensors the same way (`state_tensors`), so the supervisor can check that the trained model
+is the one `build_model(ctx)` builds.
 """
 
 from __future__ import annotations
 
 import mmap
 import os
+import warnings
 
 import torch
 
@@ -73,12 +75,18 @@ def describe(model: torch.nn.Module) -> list[TensorEntry]:
     return entries
 
 
-def map_buffer(fd: int) -> torch.Tensor:
-    """The whole shared buffer behind `fd` as a flat uint8 tensor sharing its memory."""
+def map_buffer(fd: int, writable: bool = True) -> torch.Tensor:
+    """The whole shared buffer behind `fd` as a flat uint8 tensor sharing its memory.
+
+    Read-only (`writable=False`) the pages are mapped without write permission: a write
+    through the tensor faults (SIGSEGV) instead of changing them."""
     size = os.fstat(fd).st_size
-    mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    protection = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    mapped = mmap.mmap(fd, size, mmap.MAP_SHARED, protection)
     os.close(fd)
-    return torch.frombuffer(mapped, dtype=torch.uint8)
+    with warnings.catch_warnings():  # torch warns that a read-only buffer is not writable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.frombuffer(mapped, dtype=torch.uint8)
 
 
 def views(flat: torch.Tensor, placed: list[PlacedTensor]) -> list[torch.Tensor]:
@@ -117,11 +125,12 @@ class Committer:
 
 
 class BoundWeights:
-    """A predictor's model whose tensors read the weights buffer.
+    """A predictor's model whose tensors are refreshed from the scorer's snapshot.
 
-    On CPU the model's tensors *are* views into the buffer, so whatever the scorer copies there
-    is what the next forward uses. On CUDA the model keeps device tensors and `load` copies the
-    buffer into them before each forward.
+    The snapshot is mapped read-only; the model keeps tensors of its own (in the placed dtypes,
+    on its device), and `load` copies the snapshot into them before each forward. So a forward
+    that writes to its weights in place changes only its own copy, which the next `load`
+    overwrites, and the snapshot the auditor reads is the scorer's alone.
     """
 
     def __init__(self, model: torch.nn.Module, placed: list[PlacedTensor], flat: torch.Tensor):
@@ -129,17 +138,14 @@ class BoundWeights:
         owned = {name: (kind, tensor) for name, kind, tensor in state_tensors(model)}
         for entry, view in zip(placed, views(flat, placed), strict=True):
             kind, tensor = owned[entry.name]
-            if tensor.device.type == "cpu":
-                _rebind(model, entry.name, kind, view)
-            else:
-                _rebind(model, entry.name, kind, torch.empty_like(view, device=tensor.device))
-                self._pairs.append((_tensor_of(model, entry.name, kind), view))
+            _rebind(model, entry.name, kind, torch.empty_like(view, device=tensor.device))
+            self._pairs.append((_tensor_of(model, entry.name, kind), view))
 
     def load(self) -> None:
-        """Bring device tensors up to date with the buffer (nothing to do on CPU)."""
+        """Copy the snapshot into the model's tensors."""
         with torch.no_grad():
-            for device_tensor, host_view in self._pairs:
-                device_tensor.copy_(host_view)
+            for own, snapshot in self._pairs:
+                own.copy_(snapshot)
 
 
 def _owner(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:

@@ -129,3 +129,13 @@ def test_autocast_around_the_whole_loop_is_scored_in_the_evaluators_precision(
     assert audit["step0_reported_nats"] == audit["step0_replayed_nats"]
     assert audit["step0_reported_nats"] == honest["audit"]["step0_reported_nats"]
     assert record["score"]["bpb"] == pytest.approx(honest["score"]["bpb"], rel=0.03)
+
+
+def test_a_predictor_cannot_write_the_snapshot_the_auditor_reads(
+    honest: dict[str, Any], tmp_path: Path
+) -> None:
+    result = evaluate("attack_writes_the_snapshot", tmp_path)
+    record = result.record
+    assert record["status"] == "scored", record["reason"]
+    assert "snapshot: 1 descriptor(s), 5 writes refused" in result.stderr
+    assert record["stream"]["sha256"] == honest["stream"]["sha256"]

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from prism_eval.step_clock import PHASES
 from prism_eval.verify import ANY_SIGNER, verify_record
 from tests.conftest import BUNDLES, DATA, ROOT, TEST_BUDGET, CliResult, run_cli
 
@@ -32,6 +33,10 @@ def test_example_is_scored_with_a_plausible_bpb(example_run: tuple[CliResult, Pa
     run = record["run"]
     assert run["bytes"] >= TEST_BUDGET and run["stopped_by"] == "budget"
     assert run["tokens"] == run["batches"] * run["batch_size"] * (run["seq_len"] - 1)
+    # Where a step's time went, phase by phase (timings: never part of the reproducible core).
+    assert set(run["step_ms"]) == set(PHASES)
+    assert all(ms >= 0 for ms in run["step_ms"].values()) and run["step_ms"]["predict"] > 0
+    assert 0 < run["first_batch_seconds"] < record["stages"][6]["seconds"]
     assert record["signer"]["mode"] == "ephemeral"
     subject = record["subject"]
     assert (subject["architecture_name"], subject["kind"]) == ("Tiny causal transformer", "full")

@@ -1,21 +1,26 @@
 """Tests for the supervisor's pure pieces of the scored run: the predictor's inputs, the prefix
-audit's rate, the model check at stream open, and the shared buffers' seals."""
+audit's rate, the model check at stream open, and the shared buffers' seals (the snapshot's
+with the scorer's and the predictor's own mapping code: the kernel enforces them)."""
 
 from __future__ import annotations
 
 import fcntl
+import mmap
 import os
 
 import numpy as np
 import pytest
+import torch
 
 from prism_eval.capture import audit_rate, withhold_last
 from prism_eval.config import load_config
-from prism_eval.errors import Rejected
+from prism_eval.errors import EvaluatorError, Rejected
 from prism_eval.protocol import TensorEntry
 from prism_eval.scored_run import check_model
+from prism_eval.scorer.service import map_bytes
 from prism_eval.scoring import catch_probabilities
 from prism_eval.shared_memory import SharedBuffers
+from prism_eval.worker.weights import map_buffer
 
 
 def entry(
@@ -77,5 +82,29 @@ def test_shared_buffers_are_sealed_before_anyone_else_sees_them() -> None:
         with pytest.raises(PermissionError):
             fcntl.fcntl(logits, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)  # nor adding seals
         os.pwrite(logits, b"still writable", 0)
+    finally:
+        buffers.close()
+
+
+def test_the_snapshot_is_writable_only_through_its_writers_mapping() -> None:
+    buffers = SharedBuffers({"snapshot": 10_000}, writer_sealed=["snapshot"])
+    try:
+        (fd,) = buffers.fds(["snapshot"])
+        with pytest.raises(EvaluatorError) as refused:
+            buffers.require_writer_sealed("snapshot")  # not yet: no reader may have it
+        assert refused.value.rule_id == "internal.buffer_unsealed"
+        writer = map_bytes(os.dup(fd), seal_writes=True)  # what the scorer does at set-up
+        buffers.require_writer_sealed("snapshot")
+        writer[:5].copy_(torch.tensor(list(b"hello"), dtype=torch.uint8))
+        reader = map_buffer(os.dup(fd), writable=False)  # what the predictor does
+        assert bytes(reader[:5].tolist()) == b"hello"
+        with pytest.raises(PermissionError):
+            mmap.mmap(fd, 10_000, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        with pytest.raises(PermissionError):
+            os.pwrite(fd, b"forged", 0)
+        with pytest.raises(PermissionError):
+            fcntl.fcntl(fd, fcntl.F_ADD_SEALS, fcntl.F_SEAL_WRITE)
+        writer[:5].copy_(torch.tensor(list(b"world"), dtype=torch.uint8))  # the writer still can
+        assert bytes(reader[:5].tolist()) == b"world"
     finally:
         buffers.close()

@@ -63,12 +63,20 @@ def test_commit_then_bind_hands_the_trained_weights_to_another_model() -> None:
     placed, size = place_tensors(describe(trained))
     commit, weights = shared_buffer(size), shared_buffer(size)
     Committer(trained, placed, commit).commit()
-    BoundWeights(fresh, placed, weights)
     tokens = torch.tensor([[0, 1, 2, 3]])
     assert not torch.equal(fresh(tokens), trained(tokens))
+    bound = BoundWeights(fresh, placed, weights)
     weights.copy_(commit)  # what the scorer does with its snapshot
+    bound.load()  # what the predictor does before each forward
     assert torch.equal(fresh(tokens), trained(tokens))
     assert fresh.head.weight is fresh.embed.weight  # still tied
+    # A forward that writes its weights in place changes its own copy, never the snapshot,
+    # and the next load undoes it.
+    with torch.no_grad():
+        fresh.head.weight.mul_(2)
+    assert torch.equal(weights, commit)
+    bound.load()
+    assert torch.equal(fresh(tokens), trained(tokens))
 
 
 def test_a_commit_refuses_a_model_whose_tensors_changed() -> None:
