@@ -7,8 +7,11 @@ once before and once after the evaluation, and the two are averaged, so drift ca
 - the bare loop: the miner's step alone (forward, backward, clip, AdamW) on random batches;
 - the reference runner's loop: the same, plus one no-grad forward and one `.item()` per batch,
   what the reference challenge's own runner pays for its (unguarded) score;
-- `prism-eval run` at 1 MiB, as a validator runs it (a subprocess): the supervisor's own
-  per-phase timings (`run.step_ms` in its record), the train stage, and the whole evaluation.
+- the bare loop with the trainer's commit before each step (the harness's share of the
+  trainer's time, without any other process);
+- `prism-eval run` (1 MiB for the small model, 256 KiB for the mid one), as a validator runs it
+  (a subprocess): the supervisor's per-phase timings (`run.step_ms` in its record), the train
+  stage, and the whole evaluation with its fixed costs.
 
 The floor of a scored step is the bare step plus one forward; the protocol's cost is whatever a
 scored step takes beyond that. A developer tool: it imports the example's model directly, which
@@ -19,6 +22,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import mmap
+import os
 import subprocess
 import sys
 import tempfile
@@ -29,6 +34,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
+
+from prism_eval.protocol import place_tensors
+from prism_eval.worker.weights import Committer, describe, map_buffer
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bundles" / "ok_tiny_transformer"
@@ -89,11 +97,21 @@ def _build(bundle: Path) -> torch.nn.Module:
     return built
 
 
-def loop_ms(bundle: Path, model: Model, reference: bool) -> tuple[float, float]:
-    """(ms per step, ms per no-grad forward) of the example's loop in this process; with
-    `reference`, each step first pays what the reference runner adds (forward and .item())."""
+def _committer(net: torch.nn.Module) -> Committer:
+    """The trainer's commit of `net` into a shared buffer, as the harness makes it."""
+    placed, size = place_tensors(describe(net))
+    fd = os.memfd_create("bench-commit")
+    os.ftruncate(fd, max(size, mmap.PAGESIZE))
+    return Committer(net, placed, map_buffer(fd))
+
+
+def loop_ms(bundle: Path, model: Model, kind: str) -> tuple[float, float]:
+    """(ms per step, ms per no-grad forward) of the example's loop in this process. `kind`:
+    `bare`; `reference`, each step first paying what the reference runner adds (forward and
+    .item()); `commit`, each step first committing the weights as the trainer's harness does."""
     torch.manual_seed(0)
     net = _build(bundle)
+    committer = _committer(net) if kind == "commit" else None
     optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.01)
     steps = model.loop_steps
     batches = [torch.randint(0, 256, (model.batch_size, model.seq_len)) for _ in range(steps)]
@@ -102,7 +120,9 @@ def loop_ms(bundle: Path, model: Model, reference: bool) -> tuple[float, float]:
     for step, rows in enumerate([*batches[:WARM_UP_STEPS], *batches]):
         if step == WARM_UP_STEPS:  # allocator and kernels warm: start counting
             forward_s, started = 0.0, time.perf_counter()
-        if reference:
+        if committer is not None:
+            committer.commit()
+        if kind == "reference":
             before = time.perf_counter()
             net.eval()
             with torch.no_grad():
@@ -133,9 +153,10 @@ def run_evaluation(bundle: Path, budget_bytes: int) -> tuple[dict[str, Any], flo
 
 
 def _loops(bundle: Path, model: Model) -> dict[str, float]:
-    bare, _ = loop_ms(bundle, model, reference=False)
-    reference, forward = loop_ms(bundle, model, reference=True)
-    return {"bare": bare, "reference": reference, "forward": forward}
+    bare, _ = loop_ms(bundle, model, "bare")
+    reference, forward = loop_ms(bundle, model, "reference")
+    committed, _ = loop_ms(bundle, model, "commit")
+    return {"bare": bare, "reference": reference, "forward": forward, "commit": committed - bare}
 
 
 def bench_model(model: Model, folder: Path) -> dict[str, Any]:
@@ -162,6 +183,7 @@ def bench_model(model: Model, folder: Path) -> dict[str, Any]:
             "bare_loop": round(loops["bare"], 2),
             "forward": round(loops["forward"], 2),
             "floor": round(floor_ms, 2),
+            "commit_in_process": round(loops["commit"], 2),
             "reference_runner": round(loops["reference"], 2),
             "scored": round(scored_step_ms, 2),
             "protocol": round(scored_step_ms - floor_ms, 2),
