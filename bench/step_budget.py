@@ -63,7 +63,7 @@ MODELS = (
     Model("small", width=128, layers=2, batch_size=8, seq_len=64, budget_bytes=1 << 20,
           loop_steps=300),
     Model("mid", width=256, layers=3, batch_size=4, seq_len=256, budget_bytes=256 << 10,
-          loop_steps=30),
+          loop_steps=50),
 )  # fmt: skip
 
 

@@ -87,6 +87,12 @@ def worker_environment(scratch_dir: Path, threads: int) -> dict[str, str]:
     env["OMP_DYNAMIC"] = "FALSE"
     env["GOMP_SPINCOUNT"] = "20000"
     env["MKL_DYNAMIC"] = "FALSE"
+    # mallopt(3): keep freed memory instead of handing it back to the kernel after every step.
+    # A predictor idles while the trainer trains; with glibc's defaults each of its forwards
+    # faulted its activations in again (measured: 14 ms of system time in a 100 ms forward).
+    # Blocks up to 32 MiB (glibc's largest mmap threshold) come from the heap.
+    env["MALLOC_TRIM_THRESHOLD_"] = str(2**30)
+    env["MALLOC_MMAP_THRESHOLD_"] = str(32 * 2**20)
     if threads > 0:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
     for name in PASSTHROUGH_ENV:
