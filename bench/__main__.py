@@ -8,7 +8,6 @@ scorer's math and the worker's commit code directly, which the supervisor itself
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import os
 import statistics
 import sys
@@ -20,7 +19,7 @@ from typing import Any
 
 import torch
 
-from bench.step_budget import bench_step_budget
+from bench.step_budget import bench_step_budget, build_model_of, shared_buffer
 from prism_eval.config import load_config
 from prism_eval.data import iter_documents, verify_data_dir
 from prism_eval.evaluation import evaluate
@@ -28,22 +27,12 @@ from prism_eval.pipeline import RunRequest
 from prism_eval.protocol import place_tensors
 from prism_eval.stream import StreamTally, pack_batches
 from prism_eval.tokenizers import load_tokenizer
-from prism_eval.worker.weights import Committer, describe, map_buffer
+from prism_eval.worker.weights import Committer, describe
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "bundles" / "ok_tiny_transformer"
 DATA = ROOT / "examples" / "data"
 BATCH, SEQ = 16, 128
-
-
-def _load_example_model() -> torch.nn.Module:
-    spec = importlib.util.spec_from_file_location("bench_architecture", EXAMPLE / "architecture.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    ctx = type("Ctx", (), {"vocab_size": 257, "max_seq_len": 256})()
-    model: torch.nn.Module = module.build_model(ctx)
-    return model
 
 
 def _median(function: Callable[[], float], repeats: int = 3) -> float:
@@ -97,18 +86,12 @@ def bench_prefix_audit() -> dict[str, Any]:
     }
 
 
-def _shared(size: int) -> torch.Tensor:
-    fd = os.memfd_create("bench")
-    os.ftruncate(fd, size)
-    return map_buffer(fd)
-
-
 def bench_handoff() -> dict[str, Any]:
     """Logits into the shared buffer (the predictor's write) vs memcpy of the same bytes into
     private memory; gpt2-wide logits of 8 × 128 positions."""
     logits = torch.randn(8, 128, 50257)
     size = logits.numel() * 4
-    shared = _shared(size)[:size].view(torch.float32).view(logits.shape)
+    shared = shared_buffer(size)[:size].view(torch.float32).view(logits.shape)
     private = torch.empty_like(logits)
     shared.copy_(logits)  # first touch: the pages exist from the first batch on
 
@@ -131,7 +114,11 @@ def bench_handoff() -> dict[str, Any]:
 
 def _weight_traffic(model: torch.nn.Module) -> dict[str, Any]:
     placed, size = place_tensors(describe(model))
-    commit, snapshot, own = _shared(size), _shared(size), torch.empty(size, dtype=torch.uint8)
+    commit, snapshot, own = (
+        shared_buffer(size),
+        shared_buffer(size),
+        torch.empty(size, dtype=torch.uint8),
+    )
     committer = Committer(model, placed, commit)
     for parameter in model.parameters():
         parameter.grad = torch.randn_like(parameter)
@@ -163,7 +150,7 @@ def bench_commit() -> dict[str, Any]:
     copy of it — vs one optimizer step, for the example and a 12 × 768 model."""
     layers = (torch.nn.Linear(768, 768 * 4) for _ in range(12))
     return {
-        "example": _weight_traffic(_load_example_model()),
+        "example": _weight_traffic(build_model_of(EXAMPLE)),
         "12x768": _weight_traffic(torch.nn.Sequential(*layers)),
     }
 

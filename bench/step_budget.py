@@ -87,8 +87,9 @@ def write_bundle(model: Model, folder: Path) -> Path:
     return bundle
 
 
-def _build(bundle: Path) -> torch.nn.Module:
-    spec = importlib.util.spec_from_file_location("bench_step_model", bundle / "architecture.py")
+def build_model_of(bundle: Path) -> torch.nn.Module:
+    """The bundle's model, built in this process (a benchmark's liberty, never the supervisor's)."""
+    spec = importlib.util.spec_from_file_location("bench_model", bundle / "architecture.py")
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -97,12 +98,17 @@ def _build(bundle: Path) -> torch.nn.Module:
     return built
 
 
+def shared_buffer(size: int) -> torch.Tensor:
+    """A memfd of `size` bytes, mapped as a flat uint8 tensor."""
+    fd = os.memfd_create("bench")
+    os.ftruncate(fd, max(size, mmap.PAGESIZE))
+    return map_buffer(fd)
+
+
 def _committer(net: torch.nn.Module) -> Committer:
     """The trainer's commit of `net` into a shared buffer, as the harness makes it."""
     placed, size = place_tensors(describe(net))
-    fd = os.memfd_create("bench-commit")
-    os.ftruncate(fd, max(size, mmap.PAGESIZE))
-    return Committer(net, placed, map_buffer(fd))
+    return Committer(net, placed, shared_buffer(size))
 
 
 def loop_ms(bundle: Path, model: Model, kind: str) -> tuple[float, float]:
@@ -110,7 +116,7 @@ def loop_ms(bundle: Path, model: Model, kind: str) -> tuple[float, float]:
     `bare`; `reference`, each step first paying what the reference runner adds (forward and
     .item()); `commit`, each step first committing the weights as the trainer's harness does."""
     torch.manual_seed(0)
-    net = _build(bundle)
+    net = build_model_of(bundle)
     committer = _committer(net) if kind == "commit" else None
     optimizer = torch.optim.AdamW(net.parameters(), lr=3e-3, weight_decay=0.01)
     steps = model.loop_steps
