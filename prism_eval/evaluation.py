@@ -73,7 +73,7 @@ def build_record(
             float_buffer_elements=train.float_buffer_elements,
             wall_seconds=round(train.wall_seconds, 3),
             first_batch_seconds=(
-                round(train.first_batch_seconds, 3) if train.first_batch_seconds else None
+                None if train.first_batch_seconds is None else round(train.first_batch_seconds, 3)
             ),
             peak_memory_bytes=train.peak_memory_bytes,
             spot_checks=train.checks.spot_checks,
