@@ -55,6 +55,7 @@ from prism_eval.scoring import (
     rank_score,
     total_nats,
 )
+from prism_eval.step_clock import describe_step
 from prism_eval.stream import PackedBatch, StreamTally, pack_batches
 from prism_eval.tokenizers import Tokenizer, load_tokenizer, tokenizer_dir
 from prism_eval.weights import final_weights_cap, read_final_weights
@@ -254,6 +255,7 @@ class Evaluation:
             progress=TrainProgress(self.config.byte_budget),
             on_ready=self._worker_ready,
         )
+        say(describe_step(self.train.step_ms))
         scored = sum(f.bytes for f in self.train.figures)
         note = f"{len(self.train.figures)} batches, {scored:,} bytes"
         if self.train.tally.stopped_by == "data_exhausted":

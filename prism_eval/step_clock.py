@@ -38,3 +38,10 @@ class StepClock:
         measured = {name: self.seconds[name] for name in PHASES if name != "supervisor"}
         measured["supervisor"] = max(0.0, total - sum(measured.values()))
         return {name: round(1000 * value / max(1, steps), 3) for name, value in measured.items()}
+
+
+def describe_step(step_ms: dict[str, float]) -> str:
+    """One log line: a step's milliseconds and where they went, largest first."""
+    parts = sorted(step_ms.items(), key=lambda item: -item[1])
+    spent = " · ".join(f"{name.replace('_', ' ')} {ms:.1f}" for name, ms in parts)
+    return f"a scored step took {sum(step_ms.values()):.1f} ms: {spent}"

@@ -37,6 +37,7 @@ def test_example_is_scored_with_a_plausible_bpb(example_run: tuple[CliResult, Pa
     assert set(run["step_ms"]) == set(PHASES)
     assert all(ms >= 0 for ms in run["step_ms"].values()) and run["step_ms"]["predict"] > 0
     assert 0 < run["first_batch_seconds"] < record["stages"][6]["seconds"]
+    assert "a scored step took" in result.stderr and "predict" in result.stderr
     assert record["signer"]["mode"] == "ephemeral"
     subject = record["subject"]
     assert (subject["architecture_name"], subject["kind"]) == ("Tiny causal transformer", "full")
