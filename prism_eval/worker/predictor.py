@@ -34,8 +34,8 @@ class Predictor:
         self.setup: PredictorSetup | None = None
 
     def attach(self, setup: PredictorSetup, fds: list[int]) -> None:
-        """Bind the committed model to the scorer's snapshot (read-only); map the logits
-        buffer."""
+        """Give the committed model tensors of its own, refreshed from the scorer's snapshot
+        (mapped read-only) before each forward; map the logits buffer."""
         if setup.weights_bytes:
             snapshot = map_buffer(fds[0], writable=False)
             self.bound = BoundWeights(self.models["committed"], setup.tensors, snapshot)
