@@ -8,7 +8,6 @@ it raises if one gets through. Otherwise it predicts exactly like its honest twi
 
 import mmap
 import os
-import sys
 
 import torch
 import torch.nn as nn
@@ -62,7 +61,6 @@ def try_to_write_the_snapshot():
             else:
                 raise RuntimeError(f"wrote the scorer's snapshot: {attempt.__name__}")
     print(f"snapshot: {len(found)} descriptor(s), {refused} writes refused", flush=True)
-    sys.stdout.flush()
 
 
 class Trigram(nn.Module):
