@@ -20,13 +20,13 @@ from typing import Any
 import torch
 
 from bench.step_budget import bench_step_budget, build_model_of, shared_buffer
-from prism_eval.config import load_config
-from prism_eval.data import iter_documents, verify_data_dir
-from prism_eval.evaluation import evaluate
-from prism_eval.pipeline import RunRequest
 from prism_eval.protocol import place_tensors
-from prism_eval.stream import StreamTally, pack_batches
-from prism_eval.tokenizers import load_tokenizer
+from prism_eval.supervisor.config import load_config
+from prism_eval.supervisor.data.locked import iter_documents, verify_data_dir
+from prism_eval.supervisor.data.packing import StreamTally, pack_batches
+from prism_eval.supervisor.data.tokenizers import load_tokenizer
+from prism_eval.supervisor.evaluation import evaluate
+from prism_eval.supervisor.pipeline import RunRequest
 from prism_eval.worker.weights import Committer, describe
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -200,7 +200,7 @@ def bench_hashing() -> dict[str, Any]:
 
 def bench_worker_start() -> dict[str, Any]:
     """Seconds to a ready worker with every isolation layer vs none (interleaved, median)."""
-    from prism_eval.doctor import start_selftest
+    from prism_eval.supervisor.doctor import start_selftest
 
     config = load_config("cpu")
     isolated, bare = [], []

@@ -20,8 +20,8 @@ from typing import Any, TypeVar
 import click
 
 from prism_eval import __version__
-from prism_eval.config import MAX_RANKS
 from prism_eval.errors import EXIT_CODES, EvaluatorError, PrismError
+from prism_eval.supervisor.config import MAX_RANKS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -70,7 +70,7 @@ def trust_options(function: F) -> F:
 
 
 def _trust(pubkeys: tuple[Path, ...], keyrings: tuple[Path, ...], any_signer: bool) -> Any:
-    from prism_eval.verify import TrustedKeys
+    from prism_eval.supervisor.attest.verify import TrustedKeys
 
     return TrustedKeys.from_files(pubkeys, keyrings, any_signer)
 
@@ -194,10 +194,10 @@ def run(
       prism-eval run bundle.zip --profile official --review-verdict verdict.json \\
           --reviewer-key reviewer.pub
     """
-    from prism_eval.attest import signed_record_bytes
-    from prism_eval.evaluation import evaluate
-    from prism_eval.interrupts import sigterm_interrupts
-    from prism_eval.pipeline import RunRequest, load_request_config
+    from prism_eval.supervisor.attest.issuing import signed_record_bytes
+    from prism_eval.supervisor.evaluation import evaluate
+    from prism_eval.supervisor.interrupts import sigterm_interrupts
+    from prism_eval.supervisor.pipeline import RunRequest, load_request_config
 
     config, config_error = load_request_config(
         profile,
@@ -266,9 +266,9 @@ def review(
       prism-eval review bundle.zip --key reviewer.key --out verdict.json
       prism-eval run bundle.zip --review-verdict verdict.json --reviewer-key reviewer.pub
     """
-    from prism_eval.config import load_config
-    from prism_eval.review import DECISION_EXIT_CODES, signed_verdict_bytes
-    from prism_eval.review_client import review_bundle
+    from prism_eval.supervisor.config import load_config
+    from prism_eval.supervisor.review.client import review_bundle
+    from prism_eval.supervisor.review.verdict import DECISION_EXIT_CODES, signed_verdict_bytes
 
     config = load_config(profile, config_file, {"review_model": model, "review_endpoint": endpoint})
     signed = review_bundle(
@@ -367,12 +367,12 @@ def verify(
       prism-eval verify record.json --keyring validators.pem --reproduce --bundle bundle.zip
       prism-eval verify record.json --any-signer      # integrity only
     """  # fmt: skip
-    from prism_eval.verify import verify_record
+    from prism_eval.supervisor.attest.verify import verify_record
 
     trust = _trust(pubkeys, keyrings, any_signer)
     verified = verify_record(record.read_bytes(), trust, stream_path)
     if reproduce:
-        from prism_eval.reproduce import reproduce as run_again
+        from prism_eval.supervisor.reproduce import reproduce as run_again
 
         if bundle is None:
             raise click.UsageError("--reproduce needs --bundle")
@@ -418,7 +418,7 @@ def export(record: Path, dsse: bool) -> None:
     Example:
       prism-eval export --dsse out/record.json > record.dsse.json
     """
-    from prism_eval.dsse import export_envelope
+    from prism_eval.supervisor.attest.dsse import export_envelope
 
     _emit(export_envelope(record.read_bytes()))
 
@@ -444,8 +444,8 @@ def report(
     Example:
       prism-eval report out/record.json --out report.html --pubkey validator.pub
     """
-    from prism_eval.report import render_report
-    from prism_eval.verify import verify_record
+    from prism_eval.supervisor.attest.verify import verify_record
+    from prism_eval.supervisor.present.report import render_report
 
     trust = _trust(pubkeys, keyrings, any_signer)
     _write_out(out_path, render_report(verify_record(record.read_bytes(), trust)).encode())
@@ -482,7 +482,7 @@ def leaderboard(
     Example:
       prism-eval leaderboard records/*.json --pubkey validator.pub --weights
     """
-    from prism_eval.leaderboard import WeightScheme, build_leaderboard
+    from prism_eval.supervisor.present.leaderboard import WeightScheme, build_leaderboard
 
     weighing: WeightScheme = "proportional" if scheme == "proportional" else "winner"
     trust = _trust(pubkeys, keyrings, any_signer)
@@ -530,7 +530,7 @@ def keygen(prefix: Path) -> None:
     Example:
       prism-eval keygen --out validator     # validator.key, validator.pub
     """
-    from prism_eval.signing import generate_keypair
+    from prism_eval.supervisor.attest.signing import generate_keypair
 
     key_path, pub_path = generate_keypair(prefix)
     _emit({"key": str(key_path), "pubkey": str(pub_path)})
@@ -539,7 +539,7 @@ def keygen(prefix: Path) -> None:
 @main.command()
 def schema() -> None:
     """Print the JSON Schema of the printed record document."""
-    from prism_eval.record import SignedRecord
+    from prism_eval.supervisor.attest.record import SignedRecord
 
     _emit(SignedRecord.model_json_schema(by_alias=True))
 
@@ -561,8 +561,8 @@ def doctor(profile: str, as_json: bool) -> None:
     Example:
       prism-eval doctor --profile official
     """
-    from prism_eval.config import load_config
-    from prism_eval.doctor import diagnose, render
+    from prism_eval.supervisor.config import load_config
+    from prism_eval.supervisor.doctor import diagnose, render
 
     report = diagnose(load_config(profile), default_data_dir())
     if as_json:
@@ -591,7 +591,7 @@ def data_prepare(sources: tuple[Path, ...], out_dir: Path) -> None:
     Example:
       prism-eval data prepare fineweb/*.parquet --out data/
     """
-    from prism_eval.data_prepare import prepare_data
+    from prism_eval.supervisor.data.prepare import prepare_data
 
     manifest = prepare_data(list(sources), out_dir)
     _emit(manifest.model_dump(mode="json", by_alias=True))
@@ -602,7 +602,7 @@ def data_prepare(sources: tuple[Path, ...], out_dir: Path) -> None:
 @handles_errors
 def data_verify(data_dir: Path) -> None:
     """Check every shard of DATA_DIR against its MANIFEST.json (sha256 and size)."""
-    from prism_eval.data import manifest_sha256, verify_data_dir
+    from prism_eval.supervisor.data.locked import manifest_sha256, verify_data_dir
 
     manifest = verify_data_dir(data_dir)
     _emit({"verified": True, "manifest_sha256": manifest_sha256(data_dir),
@@ -614,7 +614,7 @@ def data_verify(data_dir: Path) -> None:
 @handles_errors
 def data_lock(data_dir: Path) -> None:
     """Write MANIFEST.json for an existing <split>/*.jsonl layout (the reference layout)."""
-    from prism_eval.data_prepare import lock_data_dir
+    from prism_eval.supervisor.data.prepare import lock_data_dir
 
     manifest = lock_data_dir(data_dir)
     _emit(manifest.model_dump(mode="json", by_alias=True))

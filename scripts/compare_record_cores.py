@@ -2,7 +2,7 @@
 
 Both records are verified first (schema, signature, score recomputed from the figures; with
 --pubkey, signed by that key; with --stream, their stream files). Then their reproducible
-cores (`prism_eval.reproduce.core_of`: subject, inputs, run geometry and counts, stream,
+cores (`prism_eval.supervisor.reproduce.core_of`: subject, inputs, run geometry and counts, stream,
 audit, score) must be equal field for field: the image runs the same code on the same
 hardware, so the comparison is exact (tolerance 0). --expect-image-digest and
 --expect-source-commit check what the image wrote into `actual`'s evaluator block. Exit 0
@@ -19,9 +19,9 @@ import sys
 from pathlib import Path
 
 from prism_eval.errors import PrismError
-from prism_eval.record import Record
-from prism_eval.reproduce import compare_cores, describe, first_diverging_batch
-from prism_eval.verify import ANY_SIGNER, TrustedKeys, verify_record
+from prism_eval.supervisor.attest.record import Record
+from prism_eval.supervisor.attest.verify import ANY_SIGNER, TrustedKeys, verify_record
+from prism_eval.supervisor.reproduce import compare_cores, describe, first_diverging_batch
 
 # Only to describe a mismatch: floats that agree to this are a numerical, not a logical, drift.
 NUMERIC_TOLERANCE = 1e-6

@@ -2,8 +2,9 @@
 
 The ranks (`gpt2.tiktoken`, identical to tiktoken's `r50k_base`) ship inside the openai-whisper
 source distribution on PyPI, so the only registry needed is PyPI. The file is written to
-`<prefix>/share/prism-eval/tokenizers/gpt2.tiktoken`, where `prism_eval.tokenizers` looks by
-default, and its sha256 is checked before it is written.
+`<prefix>/share/prism-eval/tokenizers/gpt2.tiktoken`, where
+`prism_eval.supervisor.data.tokenizers` looks by default, and its sha256 is checked before it
+is written.
 
     python scripts/stage_gpt2.py --prefix .venv
     python scripts/stage_gpt2.py --from-sdist openai_whisper-20250625.tar.gz

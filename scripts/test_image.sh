@@ -6,7 +6,7 @@
 #   2. scripts/build_image.sh prism-eval:test (base and wheels cached under build/image/);
 #   3. inside, with --network none --read-only --tmpfs /tmp --cap-drop ALL, no-new-privileges,
 #      deploy/seccomp.json, --pids-limit and --memory: the outer-layer checks
-#      (prism_eval.sandbox.host) must all hold; `prism-eval doctor` is printed;
+#      (prism_eval.supervisor.sandbox.host) must all hold; `prism-eval doctor` is printed;
 #   4. inside: --nproc 2 under deploy/seccomp.json must end at once as an error
 #      (sandbox.ranks_need_tcp: that profile refuses AF_INET);
 #   5. inside: /in/bundle.zip with locked data mounted at /data, the key at
@@ -17,7 +17,7 @@
 #   6. outside: .venv/bin/prism-eval run on the same bundle, data, seed, byte budget, threads,
 #      with and without --nproc 2;
 #   7. scripts/compare_record_cores.py: each pair of records verifies against the test key and
-#      their cores (prism_eval.reproduce.core_of, the ranks check's included) are equal; the
+#      their cores (prism_eval.supervisor.reproduce.core_of, the ranks check's included) are equal; the
 #      image's digest and source commit are in the inside records.
 # Exits non-zero on any difference, printing it. Removes its containers and files on exit; the
 # image prism-eval:test and the build cache stay for the next run.
@@ -108,10 +108,10 @@ EOF
 check_outer_layers() {
   local flags
   mapfile -t flags < <(run_flags "prism-eval-test-host-$$")
-  log "outer layers inside the container (prism_eval.sandbox.host):"
+  log "outer layers inside the container (prism_eval.supervisor.sandbox.host):"
   "$ENGINE" run "${flags[@]}" --entrypoint /opt/prism-eval/venv/bin/python "$IMAGE" -c '
 import sys
-from prism_eval.sandbox.host import host_checks
+from prism_eval.supervisor.sandbox.host import host_checks
 reports = host_checks()
 for r in reports:
     print(f"  {r.state:<12} {r.name:<20} {r.detail}")

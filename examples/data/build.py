@@ -2,8 +2,9 @@
 
 The text is the reStructuredText source of the Python documentation as Debian ships it in
 `python3.11-doc` (PSF licence). Each source file is cut into documents at its section headings,
-the prose-heavy parts are kept up to a size budget, and `prism_eval.data_prepare.prepare_data`
-writes the locked split layout. The same `.deb` always gives the same bytes.
+the prose-heavy parts are kept up to a size budget, and
+`prism_eval.supervisor.data.prepare.prepare_data` writes the locked split layout. The same
+`.deb` always gives the same bytes.
 
     python examples/data/build.py                      # apt-get download python3.11-doc
     python examples/data/build.py --deb python3.11-doc_3.11.2-6+deb12u9_all.deb
@@ -22,8 +23,8 @@ from pathlib import Path
 
 import orjson
 
-from prism_eval.data import MANIFEST_NAME, SPLITS, DataManifest, verify_data_dir
-from prism_eval.data_prepare import prepare_data
+from prism_eval.supervisor.data.locked import MANIFEST_NAME, SPLITS, DataManifest, verify_data_dir
+from prism_eval.supervisor.data.prepare import prepare_data
 
 PACKAGE = "python3.11-doc"
 SOURCES = "usr/share/doc/python3.11/html/_sources"
@@ -167,8 +168,8 @@ headings (one section per document); id = `<path under _sources>#<n>`. The tutor
 reference, glossary, extending and using parts are taken whole, then library pages in order of
 their share of prose lines until the JSONL reaches {BUDGET_BYTES} bytes. Sections under
 {MIN_DOCUMENT_BYTES} bytes are dropped. Documents are split by `int(sha256(id), 16) % 1000`
-(train < 950, val < 975, test otherwise) by `prism_eval.data_prepare.prepare_data`, in shards of
-at most {SHARD_BYTES} bytes.
+(train < 950, val < 975, test otherwise) by
+`prism_eval.supervisor.data.prepare.prepare_data`, in shards of at most {SHARD_BYTES} bytes.
 
 | split | shards | documents | bytes |
 | --- | ---: | ---: | ---: |

@@ -109,7 +109,11 @@ def test_each_module_docstring_starts_with_its_zone(path: Path) -> None:
 @pytest.mark.parametrize(
     ("zone_dir", "source", "expected"),
     [
-        ("worker", "import prism_eval.pipeline\n", "worker imports prism_eval.pipeline"),
+        (
+            "worker",
+            "import prism_eval.supervisor.pipeline\n",
+            "worker imports prism_eval.supervisor.pipeline",
+        ),
         ("scorer", "from prism_eval import worker\n", "scorer imports prism_eval.worker"),
         ("scorer", "import prism_eval.worker.loader\n", "scorer imports prism_eval.worker"),
         ("pipeline_x.py", "import torch\n", "supervisor imports torch"),

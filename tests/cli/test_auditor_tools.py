@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from prism_eval.dsse import verify_envelope
 from prism_eval.errors import VerificationFailed
-from prism_eval.record import SignedRecord
-from prism_eval.reproduce import compare_cores
-from prism_eval.signing import public_key_from_raw_b64
+from prism_eval.supervisor.attest.dsse import verify_envelope
+from prism_eval.supervisor.attest.record import SignedRecord
+from prism_eval.supervisor.attest.signing import public_key_from_raw_b64
+from prism_eval.supervisor.reproduce import compare_cores
 from tests.conftest import BUNDLES, TEST_BUDGET, CliResult, run_cli
 
 EXAMPLE = BUNDLES / "ok_tiny_transformer"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prism_eval.config import ISOLATION_LAYERS
+from prism_eval.supervisor.config import ISOLATION_LAYERS
 from tests.conftest import run_cli
 
 

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from matplotlib import image
 
-from prism_eval.report import render_report
-from prism_eval.verify import Verified
+from prism_eval.supervisor.attest.verify import Verified
+from prism_eval.supervisor.present.report import render_report
 from tests.conftest import CliResult, run_cli
-from tests.unit.test_record_verify import make_record
+from tests.supervisor.attest.test_record_verify import make_record
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -16,13 +16,20 @@ from typing import Any
 import pytest
 import rfc8785
 
-from prism_eval.attest import SigningIdentity
-from prism_eval.bundle import bundle_digest, load_bundle
-from prism_eval.config import IntakeLimits
-from prism_eval.signing import generate_keypair, load_signing_key
-from prism_eval.verify import ANY_SIGNER, verify_record
+from prism_eval.supervisor.attest.issuing import SigningIdentity
+from prism_eval.supervisor.attest.signing import generate_keypair, load_signing_key
+from prism_eval.supervisor.attest.verify import ANY_SIGNER, verify_record
+from prism_eval.supervisor.config import IntakeLimits
+from prism_eval.supervisor.intake.bundle import bundle_digest, load_bundle
 from tests.conftest import BUNDLES, CliResult, run_cli
-from tests.unit.test_review import ALLOW, REJECT, Action, ChatServer, answer, made_verdict
+from tests.supervisor.review.test_review import (
+    ALLOW,
+    REJECT,
+    Action,
+    ChatServer,
+    answer,
+    made_verdict,
+)
 
 OK = BUNDLES / "ok_tiny_transformer"
 FAST = BUNDLES / "reject_build_raises"  # stops at the probe: cheap to run past the review

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from prism_eval.step_clock import PHASES
-from prism_eval.verify import ANY_SIGNER, verify_record
+from prism_eval.supervisor.attest.verify import ANY_SIGNER, verify_record
+from prism_eval.supervisor.stages.step_clock import PHASES
 from tests.conftest import BUNDLES, DATA, ROOT, TEST_BUDGET, CliResult, run_cli
 
 
@@ -162,8 +162,8 @@ def test_unwritable_out_ends_in_an_error_record_before_any_work(tmp_path: Path) 
 
 
 def test_record_states_worker_and_host_layers(example_run: tuple[CliResult, Path]) -> None:
-    from prism_eval.config import ISOLATION_LAYERS
-    from prism_eval.sandbox.host import HOST_LAYERS
+    from prism_eval.supervisor.config import ISOLATION_LAYERS
+    from prism_eval.supervisor.sandbox.host import HOST_LAYERS
 
     names = [layer["name"] for layer in example_run[0].record["isolation"]]
     assert names == [*ISOLATION_LAYERS, *HOST_LAYERS]

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from prism_eval.config import ISOLATION_LAYERS, load_config
-from prism_eval.doctor import selftest_spec
 from prism_eval.errors import EvaluatorError
-from prism_eval.sandbox.session import start_job
+from prism_eval.supervisor.config import ISOLATION_LAYERS, load_config
+from prism_eval.supervisor.doctor import selftest_spec
+from prism_eval.supervisor.sandbox.session import start_job
 
 
 @pytest.fixture

@@ -1,0 +1,1 @@
+"""Supervisor: the trusted evaluator: every stage, never torch, never miner code."""

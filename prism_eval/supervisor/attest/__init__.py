@@ -1,0 +1,1 @@
+"""Supervisor: the signed record — its models, signing, verification, DSSE."""

@@ -1,0 +1,1 @@
+"""Supervisor: the locked data, the reference tokenizers and the packed scored stream."""

@@ -1,0 +1,1 @@
+"""Supervisor: intake — the bundle read safely, its contract, its lint."""

@@ -1,0 +1,1 @@
+"""Supervisor: what people read from verified records — the report page, the leaderboard."""

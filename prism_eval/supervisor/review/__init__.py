@@ -1,0 +1,1 @@
+"""Supervisor: the LLM review — its prompt, its networked client and its signed verdict."""

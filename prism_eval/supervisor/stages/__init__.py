@@ -1,0 +1,1 @@
+"""Supervisor: the stages that run workers — probe, train (the capture), audit, ranks."""
