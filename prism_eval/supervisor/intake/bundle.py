@@ -26,8 +26,8 @@ from typing import IO, Any
 import rfc8785
 from pydantic import BaseModel, ConfigDict, Field
 
-from prism_eval.config import IntakeLimits
 from prism_eval.errors import EvaluatorError, Rejected
+from prism_eval.supervisor.config import IntakeLimits
 
 ALLOWED_SUFFIXES = (".py", ".yaml", ".yml", ".json", ".txt", ".md", ".toml")
 _CHUNK_BYTES = 64 * 1024
@@ -137,12 +137,14 @@ def _check_mode(name: str, mode: int) -> None:
 def _zip_members(zf: zipfile.ZipFile) -> Iterator[_Member]:
     """Validate a zip's central directory and yield its regular, non-litter files."""
     for info in zf.infolist():
-        name = info.filename.rstrip("/") if info.is_dir() else info.filename
+        # ZipInfo.is_dir() raises IndexError on an empty name: a hostile archive's to give
+        is_dir = info.filename.endswith("/")
+        name = info.filename.rstrip("/") if is_dir else info.filename
         _check_path(name)
         if _is_litter(name):
             continue
         _check_mode(name, info.external_attr >> 16)
-        if info.is_dir():
+        if is_dir:
             continue
         if info.flag_bits & 0x1:
             raise Rejected("intake.encrypted", f"encrypted member: {name}", hint="zip unencrypted")
