@@ -2,7 +2,7 @@
 
 The library raises, never prints or exits. Each error carries a stable rule id, a message a
 person understands, an optional hint that says how to fix it, and the status and exit code it
-maps to (docs/design.md §4). `cli.py` catches `PrismError` in one place.
+maps to (docs/design.md §4). `prism_eval/cli` catches `PrismError` in one place.
 """
 
 from __future__ import annotations

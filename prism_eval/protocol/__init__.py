@@ -1,18 +1,18 @@
 """Shared: everything that crosses the boundary between the supervisor and its children.
 
 Frames (`frames`) carry one pydantic message each, per role: `common` (jobs, readiness,
-failures), `probe`, `trainer`, `predictor`, `scorer`, with `tensors` for the shared weights
-layout and `channel` for a child's end. Pure data and framing, no policy: the supervisor
-decides what a message means. Whatever a child sends is untrusted until `parse_child_message`
-has turned it into a model.
+failures), `probe`, `trainer`, `predictor`, `scorer`, `zygote`, with `tensors` for the shared
+weights layout, `messages` for what each side may send and `channel` for a child's end. Pure
+data and framing, no policy: the supervisor decides what a message means. Whatever a child
+sends is untrusted until `parse_child_message` has turned it into a model.
+
+May import: pydantic, orjson, the standard library (numpy only lazily, in a child's channel).
+Offers: the names in `__all__`, to every zone.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from pydantic import Field, TypeAdapter, ValidationError
-
+from prism_eval.protocol.channel import Channel
 from prism_eval.protocol.common import (
     PROTOCOL_VERSION,
     Failure,
@@ -34,6 +34,12 @@ from prism_eval.protocol.frames import (
     encode_frame,
     read_frame,
 )
+from prism_eval.protocol.messages import (
+    ChildMessage,
+    SupervisorMessage,
+    parse_child_message,
+    parse_supervisor_message,
+)
 from prism_eval.protocol.predictor import ModelLayout, Predict, Predicted, PredictorSetup
 from prism_eval.protocol.probe import CausalityCheck, ProbeInput, ProbeReport
 from prism_eval.protocol.scorer import (
@@ -44,7 +50,7 @@ from prism_eval.protocol.scorer import (
     Compare,
     Compared,
     LogitsSource,
-    Score,
+    ScoreBatch,
     Scored,
     ScorerSetup,
     Snapshot,
@@ -71,65 +77,6 @@ from prism_eval.protocol.trainer import (
 )
 from prism_eval.protocol.zygote import Exited, Spawn, Spawned
 
-SupervisorMessage = Annotated[
-    JobSpec
-    | Go
-    | ScorerJob
-    | ProbeInput
-    | StreamAccepted
-    | StreamRefused
-    | Reveal
-    | StreamEnd
-    | PredictorSetup
-    | Predict
-    | ScorerSetup
-    | Snapshot
-    | Score
-    | Compare
-    | Spawn,
-    Field(discriminator="type"),
-]
-
-ChildMessage = Annotated[
-    Ready
-    | Failure
-    | ProbeReport
-    | StreamOpen
-    | BatchRequest
-    | TrainDone
-    | ModelLayout
-    | Predicted
-    | Snapshotted
-    | Scored
-    | BuffersMapped
-    | Compared
-    | Spawned
-    | Exited,
-    Field(discriminator="type"),
-]
-
-_CHILD_ADAPTER: TypeAdapter[ChildMessage] = TypeAdapter(ChildMessage)
-_SUPERVISOR_ADAPTER: TypeAdapter[SupervisorMessage] = TypeAdapter(SupervisorMessage)
-
-
-def parse_child_message(untrusted_header: bytes, untrusted_body: bytes) -> ChildMessage:
-    """Parse a child's frame into a message model, or raise ProtocolError."""
-    if untrusted_body:
-        raise ProtocolError("children may not send frame bodies")
-    try:
-        return _CHILD_ADAPTER.validate_json(untrusted_header)
-    except ValidationError as exc:
-        raise ProtocolError(f"malformed message: {exc.errors()[:3]}") from exc
-
-
-def parse_supervisor_message(header: bytes) -> SupervisorMessage:
-    """Parse a supervisor's frame header (a child's side)."""
-    try:
-        return _SUPERVISOR_ADAPTER.validate_json(header)
-    except ValidationError as exc:
-        raise ProtocolError(f"malformed supervisor message: {exc.errors()[:3]}") from exc
-
-
 __all__ = [
     "DTYPE_BYTES",
     "FLOATING",
@@ -143,6 +90,7 @@ __all__ = [
     "BufferName",
     "BuffersMapped",
     "CausalityCheck",
+    "Channel",
     "ChannelClosed",
     "ChildMessage",
     "Compare",
@@ -166,7 +114,7 @@ __all__ = [
     "Reveal",
     "Role",
     "SandboxSpec",
-    "Score",
+    "ScoreBatch",
     "Scored",
     "ScorerJob",
     "ScorerSetup",

@@ -12,15 +12,14 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel
 
-from prism_eval.protocol import (
+from prism_eval.protocol.frames import (
     MAX_BODY_BYTES,
     MAX_SUPERVISOR_HEADER_BYTES,
     ProtocolError,
-    SupervisorMessage,
     encode_frame,
-    parse_supervisor_message,
     read_frame,
 )
+from prism_eval.protocol.messages import SupervisorMessage, parse_supervisor_message
 
 if TYPE_CHECKING:
     import numpy as np

@@ -65,6 +65,14 @@ class LayerReport(Message):
     state: Literal["active", "unavailable", "not_requested"]
     detail: str = Field("", max_length=1024)
 
+    @classmethod
+    def active(cls, name: str, detail: str) -> LayerReport:
+        return cls(name=name, state="active", detail=detail[:1024])
+
+    @classmethod
+    def unavailable(cls, name: str, detail: str) -> LayerReport:
+        return cls(name=name, state="unavailable", detail=detail[:1024])
+
 
 Role = Literal["probe", "trainer", "predictor", "auditor", "referee", "ranks", "selftest"]
 

@@ -8,8 +8,8 @@ and the auditor read the same bytes and nothing can change them but the next Sna
 
     supervisor → ScorerSetup (+ buffers, named in `buffers`, in that order) → BuffersMapped
     Snapshot i → Snapshotted   (commit → snapshot)
-    Score i + targets → Scored (nats of the logits in a buffer; kept for comparisons)
-    Compare i → Compared       (the same positions from other logits, against Score's)
+    ScoreBatch i + targets → Scored (nats of the logits in a buffer; kept for comparisons)
+    Compare i → Compared       (the same positions from other logits, against the scored nats)
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ class Snapshotted(Message):
     index: int = Field(ge=0)
 
 
-class Score(Message):
+class ScoreBatch(Message):
     """Score the first `rows` × `cols` logits of `source` against the targets in the body
     (int32, (rows, cols - 1): position t predicts target t)."""
 
@@ -88,8 +88,8 @@ class Scored(Message):
 
 
 class Compare(Message):
-    """Recompute nats from `source`'s logits with the last Score's targets and compare them with
-    the last Score's per-position nats, row by row. `kind` prefix: only position positions[r] of
+    """Recompute nats from `source`'s logits with the last ScoreBatch's targets and compare
+    them with its per-position nats, row by row. `kind` prefix: only position positions[r] of
     row r; kind spot: every position before positions[r]."""
 
     type: Literal["compare"] = "compare"

@@ -10,8 +10,7 @@ import argparse
 import contextlib
 import sys
 
-from prism_eval.protocol import ChannelClosed, Ready, ScorerJob
-from prism_eval.protocol.channel import Channel
+from prism_eval.protocol import Channel, ChannelClosed, Ready, ScorerJob
 
 
 def main() -> int:

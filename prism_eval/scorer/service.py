@@ -20,18 +20,18 @@ from prism_eval.protocol import (
     F_SEAL_FUTURE_WRITE,
     LARGE_DIFF,
     BuffersMapped,
+    Channel,
     Compare,
     Compared,
     LogitsDType,
     ProtocolError,
-    Score,
+    ScoreBatch,
     Scored,
     ScorerSetup,
     Snapshot,
     Snapshotted,
     logits_bytes,
 )
-from prism_eval.protocol.channel import Channel
 from prism_eval.scorer.nats import nats_at, position_nats, row_sums
 
 _TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -75,7 +75,7 @@ class Scorer:
                 size = self._weights_bytes
                 self._buffers["snapshot"][:size].copy_(self._buffers["commit"][:size])
                 self._channel.send(Snapshotted(index=message.index))
-            elif isinstance(message, Score):
+            elif isinstance(message, ScoreBatch):
                 self._channel.send(self._score(message, body))
             elif isinstance(message, Compare):
                 self._channel.send(self._compare(message))
@@ -106,7 +106,7 @@ class Scorer:
         flat = self._buffers[f"{source}_logits"][:size].view(dtype)
         return flat.view(rows, cols, width).to(self._device)
 
-    def _score(self, message: Score, body: bytes) -> Scored:
+    def _score(self, message: ScoreBatch, body: bytes) -> Scored:
         rows, cols = message.rows, message.cols
         targets = self._targets(body, rows, cols - 1)
         nats = position_nats(self._logits(message.source, rows, cols), targets)  # (rows, cols-1)

@@ -19,13 +19,15 @@ from pydantic import BaseModel, ConfigDict
 from prism_eval import __version__
 from prism_eval.errors import PrismError
 from prism_eval.protocol import JobSpec, LayerReport, SandboxSpec
-from prism_eval.supervisor.attest.environment import gpu_inventory
+from prism_eval.supervisor.attest import gpu_inventory
 from prism_eval.supervisor.config import MAX_RANKS, EvalConfig
-from prism_eval.supervisor.data.locked import verify_data_dir
-from prism_eval.supervisor.data.tokenizers import load_tokenizer
-from prism_eval.supervisor.sandbox.host import inet_socket_refusal
-from prism_eval.supervisor.sandbox.policy import prepare_worker_dirs, sandbox_spec
-from prism_eval.supervisor.sandbox.session import start_job
+from prism_eval.supervisor.data import load_tokenizer, verify_data_dir
+from prism_eval.supervisor.sandbox import (
+    inet_socket_refusal,
+    prepare_worker_dirs,
+    sandbox_spec,
+    start_job,
+)
 from prism_eval.tokenizer_files import TOKENIZER_NAMES
 
 
@@ -153,7 +155,7 @@ def diagnose(config: EvalConfig, data_dir: Path) -> DoctorReport:
     )
 
 
-def render(report: DoctorReport) -> str:
+def render_diagnosis(report: DoctorReport) -> str:
     """The report as a table for people."""
     lines = [f"prism-eval {report.version}", ""]
     marks = {True: "ok", False: "NO"}

@@ -12,18 +12,8 @@ from pathlib import Path
 
 from prism_eval import __version__
 from prism_eval.errors import Status
-from prism_eval.supervisor.attest.environment import (
-    describe_environment,
-    evaluator_identity,
-    isolation_record,
-)
-from prism_eval.supervisor.attest.issuing import (
+from prism_eval.supervisor.attest import (
     UNWRITABLE_OUTPUT,
-    resolve_signing_key,
-    sign_record,
-    write_outputs,
-)
-from prism_eval.supervisor.attest.record import (
     Inputs,
     PrefixAudit,
     Reason,
@@ -37,6 +27,12 @@ from prism_eval.supervisor.attest.record import (
     StreamSummary,
     Subject,
     TokenizerRef,
+    describe_environment,
+    evaluator_identity,
+    isolation_record,
+    resolve_signing_key,
+    sign_record,
+    write_outputs,
 )
 from prism_eval.supervisor.formula import (
     catch_probabilities,

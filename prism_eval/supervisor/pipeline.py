@@ -4,11 +4,13 @@ inputs → intake → contract → lint → review → probe → train → audit
 The first stage that raises ends the run; the later stages are listed as skipped, and a
 signed record is produced for every outcome. Nothing here imports bundle code: the probe and
 train stages run it in worker processes.
+
+One idea: the stage order, each stage a short method over the run's state that calls into its
+package (intake, data, review, stages, formula); what a stage does lives there, not here.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 import traceback
@@ -18,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from prism_eval.errors import EvaluatorError, Failed, PrismError, Rejected, Status
-from prism_eval.protocol import JobSpec, LayerReport, Ready, Role
-from prism_eval.supervisor.attest.issuing import prepare_out_dir
-from prism_eval.supervisor.attest.record import (
+from prism_eval.protocol import LayerReport, Ready
+from prism_eval.supervisor.attest import (
     Artifacts,
     AuditFigures,
     DataRef,
@@ -29,16 +30,20 @@ from prism_eval.supervisor.attest.record import (
     Score,
     StageResult,
     StageStatus,
+    prepare_out_dir,
 )
 from prism_eval.supervisor.config import EvalConfig, load_config
-from prism_eval.supervisor.data.locked import (
+from prism_eval.supervisor.data import (
     DataManifest,
+    PackedBatch,
+    StreamTally,
+    Tokenizer,
     iter_documents,
+    load_tokenizer,
     manifest_sha256,
+    pack_batches,
     verify_data_dir,
 )
-from prism_eval.supervisor.data.packing import PackedBatch, StreamTally, pack_batches
-from prism_eval.supervisor.data.tokenizers import Tokenizer, load_tokenizer, tokenizer_dir
 from prism_eval.supervisor.formula import (
     SCORING_VERSION,
     ScoringRules,
@@ -47,23 +52,41 @@ from prism_eval.supervisor.formula import (
     rank_score,
     total_nats,
 )
-from prism_eval.supervisor.intake.bundle import STDIN, Bundle, load_bundle, save_stream
-from prism_eval.supervisor.intake.contract import Contract, check_contract
-from prism_eval.supervisor.intake.lint import lint_bundle, raise_on_findings
+from prism_eval.supervisor.intake import (
+    STDIN,
+    Bundle,
+    Contract,
+    check_contract,
+    lint_bundle,
+    load_bundle,
+    raise_on_findings,
+    save_stream,
+)
 from prism_eval.supervisor.interrupts import interruption_name
 from prism_eval.supervisor.progress import TrainProgress, say
-from prism_eval.supervisor.review.verdict import VerifiedVerdict, load_verdict, require_allow
-from prism_eval.supervisor.sandbox.host import host_checks, inet_socket_refusal
-from prism_eval.supervisor.sandbox.launch import worker_environment
-from prism_eval.supervisor.sandbox.policy import prepare_worker_dirs, sandbox_spec
-from prism_eval.supervisor.sandbox.spawner import Spawner
-from prism_eval.supervisor.stages.audit import run_audit
-from prism_eval.supervisor.stages.crew import Crew, CrewJobs, launch_crew
-from prism_eval.supervisor.stages.final_weights import final_weights_cap, read_final_weights
-from prism_eval.supervisor.stages.probe import ProbeOutcome, probe_request, run_probe
-from prism_eval.supervisor.stages.ranks import RankJob, run_ranks_check
-from prism_eval.supervisor.stages.step_clock import describe_step
-from prism_eval.supervisor.stages.train import TrainOutcome, run_training
+from prism_eval.supervisor.review import VerifiedVerdict, load_verdict, require_allow
+from prism_eval.supervisor.sandbox import (
+    Spawner,
+    host_checks,
+    inet_socket_refusal,
+    worker_environment,
+)
+from prism_eval.supervisor.stages import (
+    Crew,
+    CrewJobs,
+    ProbeOutcome,
+    TrainOutcome,
+    WorkerJobs,
+    describe_step,
+    final_weights_cap,
+    launch_crew,
+    probe_request,
+    read_final_weights,
+    run_audit,
+    run_probe_stage,
+    run_ranks_check,
+    run_train_stage,
+)
 
 STAGES = (
     "inputs", "intake", "contract", "lint", "review", "probe", "train", "audit", "ranks", "score",
@@ -146,6 +169,7 @@ class Evaluation:
         self.crew: Crew | None = None
         self.spawner: Spawner | None = None
         self.ranks: RanksCheck | None = None
+        self.worker_jobs: WorkerJobs | None = None  # known once the contract is checked
 
     # ---- stages -------------------------------------------------------------------------
 
@@ -193,6 +217,17 @@ class Evaluation:
         assert self.bundle is not None
         self.contract = check_contract(self.bundle)
         self.tokenizer = load_tokenizer(self.contract.tokenizer)
+        request = self.request
+        protected = [request.data_dir, request.heldout_dir, request.key_path]
+        self.worker_jobs = WorkerJobs(
+            self.work_dir,
+            self.config,
+            self.bundle,
+            self.contract,
+            self.tokenizer,
+            request.data_dir,
+            protected=tuple(path for path in protected if path is not None),
+        )
         name = self.contract.architecture_name or "unnamed architecture"
         return (
             f"{name}; tokenizer {self.tokenizer.name} (vocab {self.tokenizer.vocab_size:,}, "
@@ -232,25 +267,27 @@ class Evaluation:
 
     def stage_probe(self) -> str:
         """Build the model in a probe worker: cap, output shape, finiteness, causality,
-        determinism. The train stage's children start now too (crew.py), gated."""
+        determinism. The train stage's children start now too (stages/crew.py), gated."""
         jobs = CrewJobs(
-            probe=self._job_spec("probe"),
-            trainer=self._job_spec("trainer"),
-            auditor=self._job_spec("auditor"),
-            scratch=self._scratch,
+            probe=self.jobs.spec("probe"),
+            trainer=self.jobs.spec("trainer"),
+            auditor=self.jobs.spec("auditor"),
+            scratch=self.jobs.scratch,
         )
         self.crew = launch_crew(jobs, self.config, probe_request(jobs.probe), self._spawner())
-        self.probe = run_probe(self.crew.predictor, jobs.probe, self.config, self._worker_ready)
+        self.probe = run_probe_stage(
+            self.crew.predictor, jobs.probe, self.config, self._worker_ready
+        )
         return f"{self.probe.params:,} parameters, logits width {self.probe.logits_width:,}"
 
     def stage_train(self) -> str:
         """The forced-init re-execution of train(ctx) over the scored stream: trainer,
-        predictor, auditor and scorer (capture.py)."""
+        predictor, auditor and scorer (stages/_capture.py)."""
         assert self.manifest is not None and self.tokenizer is not None
         assert self.probe is not None and self.crew is not None
         say(f"training: byte budget {self.config.byte_budget:,}")
         self.train = TrainOutcome()
-        run_training(
+        run_train_stage(
             self.train,
             self.crew,
             self.config,
@@ -272,7 +309,8 @@ class Evaluation:
         assert self.probe is not None and self.train is not None
         assert self.train.first is not None and self.tokenizer is not None
         self.artifacts = read_final_weights(
-            self._artifacts_dir() / "final.safetensors", final_weights_cap(self.config.max_params)
+            self.jobs.artifacts_dir() / "final.safetensors",
+            final_weights_cap(self.config.max_params),
         )
         if self.artifacts.elements < self.probe.params:
             raise Failed(
@@ -298,8 +336,8 @@ class Evaluation:
             )
         assert self.crew is not None
         self.audit = run_audit(
-            self._job_spec("referee"),
-            self._scratch,
+            self.jobs.spec("referee"),
+            self.jobs.scratch,
             self.config,
             self.crew.scorer,
             self._spawner(),
@@ -327,7 +365,7 @@ class Evaluation:
             return Skipped("nproc is 1: the scored run's one rank was the only one")
         say(f"ranks: train(ctx) at world size {nproc} (gloo, CPU)")
         self.ranks = run_ranks_check(
-            [self._rank_job(rank, nproc) for rank in range(nproc)],
+            [self.jobs.rank(rank, nproc) for rank in range(nproc)],
             self.config,
             self._spawner(),
             documents=iter_documents(self.request.data_dir, self.manifest, "train"),
@@ -340,7 +378,7 @@ class Evaluation:
         )
 
     def stage_score(self) -> str:
-        """Prequential bits per byte over the scored stream (scoring.py)."""
+        """Prequential bits per byte over the scored stream (formula.py)."""
         assert self.train is not None
         figures = self.train.figures
         scored_bytes = sum(f.bytes for f in figures)
@@ -366,6 +404,11 @@ class Evaluation:
 
     # ---- plumbing -----------------------------------------------------------------------
 
+    @property
+    def jobs(self) -> WorkerJobs:
+        assert self.worker_jobs is not None, "workers start after the contract stage"
+        return self.worker_jobs
+
     def _spawner(self) -> Spawner | None:
         """The evaluation's zygote, started on first use (spawner.py). None on CUDA runs: CUDA
         cannot be used in a child forked from a process that touched it, so workers there are
@@ -373,99 +416,13 @@ class Evaluation:
         if self.config.device == "cuda":
             return None
         if self.spawner is None:
-            scratch = self._scratch("zygote")
+            scratch = self.jobs.scratch("zygote")
             self.spawner = Spawner(scratch, worker_environment(scratch, self.config.threads))
         return self.spawner
 
     def _worker_ready(self, ready: Ready, layers: list[LayerReport]) -> None:
         """Note how the latest worker was set up: the record reports its isolation."""
         self.ready, self.isolation = ready, layers
-
-    def _scratch(self, job: str) -> Path:
-        path = self.work_dir / f"scratch-{job}"
-        path.mkdir(mode=0o700, exist_ok=True)
-        return path
-
-    def _artifacts_dir(self, name: str = "artifacts") -> Path:
-        path = self.work_dir / name
-        path.mkdir(mode=0o700, exist_ok=True)
-        return path
-
-    def _rank_job(self, rank: int, nproc: int) -> RankJob:
-        """One rank of the ranks check: CPU, its share of the threads, its own directories."""
-        threads = max(1, (self.config.threads or os.cpu_count() or 1) // nproc)
-        budget = self.config.ranks_byte_budget
-        config = self.config.model_copy(
-            update={"device": "cpu", "threads": threads, "byte_budget": budget}
-        )
-        scratch = self._scratch(f"rank{rank}")
-        artifacts = self._artifacts_dir(f"artifacts-rank{rank}")
-        spec = self._job_spec("ranks", config=config, scratch=scratch, artifacts=artifacts)
-        spec = spec.model_copy(update={"rank": rank, "world_size": nproc})
-        return RankJob(spec, scratch)
-
-    def _protected_paths(self) -> list[Path]:
-        """What no worker may reach: the locked data, held-out data and the signing key."""
-        paths = [self.request.data_dir]
-        if self.request.heldout_dir is not None:
-            paths.append(self.request.heldout_dir)
-        if self.request.key_path is not None:
-            paths.append(self.request.key_path)
-        return paths
-
-    def _job_spec(
-        self,
-        job: Role,
-        *,
-        config: EvalConfig | None = None,
-        scratch: Path | None = None,
-        artifacts: Path | None = None,
-    ) -> JobSpec:
-        assert self.bundle is not None and self.contract is not None
-        assert self.tokenizer is not None
-        config = config or self.config
-        # Only loops may read the train split (data_access: readable); a predictor never.
-        readable = config.data_access == "readable" and job in ("trainer", "ranks")
-        artifacts = artifacts or self._artifacts_dir()
-        scratch = scratch or self._scratch(job)
-        readable_data = self.request.data_dir / "train" if readable else None
-        tokenizers = tokenizer_dir()
-        reference_tokenizers = tokenizers if tokenizers.is_dir() else None
-        sandbox = sandbox_spec(
-            job,
-            config,
-            bundle_dir=self.bundle.root,
-            scratch_dir=scratch,
-            artifacts_dir=artifacts,
-            readable_data_dir=readable_data,
-            reference_tokenizer_dir=reference_tokenizers,
-            protected=self._protected_paths(),
-        )
-        prepare_worker_dirs(self.work_dir, [scratch, artifacts], sandbox.drop_to_uid)
-        return JobSpec(
-            job=job,
-            bundle_dir=str(self.bundle.root),
-            architecture_file=self.contract.architecture_path,
-            training_file=self.contract.training_path,
-            build_symbol=self.contract.build_symbol,
-            train_symbol=self.contract.train_symbol,
-            seed=config.seed,
-            device=config.device,
-            threads=config.threads,
-            capture_dtype=config.capture_dtype,
-            tokenizer=self.tokenizer.name,
-            vocab_size=self.tokenizer.vocab_size,
-            bos_id=self.tokenizer.bos_id,
-            max_seq_len=config.max_seq_len,
-            max_batch_size=config.max_batch_size,
-            max_params=config.max_params,
-            byte_budget=config.byte_budget,
-            artifacts_dir=str(artifacts),
-            data_dir=str(readable_data) if readable_data else None,
-            reference_tokenizer_dir=str(reference_tokenizers) if reference_tokenizers else None,
-            final_weights_path=str(artifacts / "final.safetensors"),
-            sandbox=sandbox,
-        )
 
     def run_stages(self) -> tuple[Status, Reason]:
         """Run every stage in order until one ends the run; return the status and reason."""

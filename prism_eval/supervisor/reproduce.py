@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from prism_eval.errors import VerificationFailed
-from prism_eval.supervisor.attest.record import Record
+from prism_eval.supervisor.attest import Record
 from prism_eval.supervisor.config import EvalConfig
 from prism_eval.supervisor.evaluation import evaluate
 from prism_eval.supervisor.pipeline import RunRequest
@@ -103,7 +103,7 @@ def first_diverging_batch(recorded_stream: Path, reproduced_stream: Path) -> int
     return None if len(mine) == len(theirs) else min(len(mine), len(theirs))
 
 
-def describe(differences: list[Difference], first_batch: int | None) -> list[str]:
+def describe_differences(differences: list[Difference], first_batch: int | None) -> list[str]:
     """Readable lines: each field with both values, then the first diverging batch."""
     lines = [f"{d.field}: recorded {_short(d.recorded)} / reproduced {_short(d.reproduced)}"
              for d in differences]  # fmt: skip
@@ -117,7 +117,7 @@ def _short(value: Any) -> str:
     return text if len(text) <= 160 else text[:157] + "…"
 
 
-def reproduce(
+def reproduce_record(
     record: Record,
     *,
     bundle: Path,
@@ -147,6 +147,6 @@ def reproduce(
         raise VerificationFailed(
             "reproduce.mismatch",
             f"{len(differences)} field(s) of the reproducible core differ",
-            evidence=describe(differences, first),
+            evidence=describe_differences(differences, first),
         )
     return reproduced

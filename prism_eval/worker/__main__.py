@@ -13,8 +13,7 @@ import argparse
 import os
 import sys
 
-from prism_eval.protocol import ChannelClosed, Go, JobSpec, Ready
-from prism_eval.protocol.channel import Channel
+from prism_eval.protocol import Channel, ChannelClosed, Go, JobSpec, Ready
 from prism_eval.worker.isolation import apply_before_imports, apply_seccomp
 
 

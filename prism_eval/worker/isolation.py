@@ -38,14 +38,6 @@ def _failed(call: str) -> str:
     return f"{call} failed: {errno.errorcode.get(code, code)} ({os.strerror(code)})"
 
 
-def _active(name: str, detail: str) -> LayerReport:
-    return LayerReport(name=name, state="active", detail=detail[:1024])
-
-
-def _unavailable(name: str, detail: str) -> LayerReport:
-    return LayerReport(name=name, state="unavailable", detail=detail[:1024])
-
-
 def _skipped(name: str) -> LayerReport:
     return LayerReport(name=name, state="not_requested", detail="")
 
@@ -59,7 +51,7 @@ def apply_rlimits(limits: dict[str, int]) -> LayerReport:
         target = value if hard == resource.RLIM_INFINITY else min(value, hard)
         resource.setrlimit(number, (target, target))
         applied.append(f"{name}={target}")
-    return _active("rlimits", ", ".join(applied))
+    return LayerReport.active("rlimits", ", ".join(applied))
 
 
 def _bring_loopback_up() -> None:
@@ -84,10 +76,12 @@ def enter_network_namespace() -> LayerReport:
     uid, gid = os.getuid(), os.getgid()
     if uid == 0:
         if libc.unshare(_CLONE_NEWNET) != 0:
-            return _unavailable("network_namespace", _failed("unshare(CLONE_NEWNET)"))
+            return LayerReport.unavailable("network_namespace", _failed("unshare(CLONE_NEWNET)"))
     else:
         if libc.unshare(_CLONE_NEWUSER | _CLONE_NEWNET) != 0:
-            return _unavailable("network_namespace", _failed("unshare(CLONE_NEWUSER|NEWNET)"))
+            return LayerReport.unavailable(
+                "network_namespace", _failed("unshare(CLONE_NEWUSER|NEWNET)")
+            )
         with open("/proc/self/setgroups", "w") as handle:
             handle.write("deny")
         with open("/proc/self/uid_map", "w") as handle:
@@ -98,10 +92,12 @@ def enter_network_namespace() -> LayerReport:
         _bring_loopback_up()
         names = _interfaces()
     except OSError as exc:
-        return _unavailable("network_namespace", f"namespace made, lo not checked: {exc}")
+        return LayerReport.unavailable(
+            "network_namespace", f"namespace made, lo not checked: {exc}"
+        )
     if names != ["lo"]:
-        return _unavailable("network_namespace", f"interfaces still visible: {names}")
-    return _active("network_namespace", "private namespace; only lo, up")
+        return LayerReport.unavailable("network_namespace", f"interfaces still visible: {names}")
+    return LayerReport.active("network_namespace", "private namespace; only lo, up")
 
 
 def join_network_namespace(user_fd: int | None, net_fd: int) -> LayerReport:
@@ -113,17 +109,19 @@ def join_network_namespace(user_fd: int | None, net_fd: int) -> LayerReport:
     libc = _libc()
     try:
         if user_fd is not None and libc.setns(user_fd, _CLONE_NEWUSER) != 0:
-            return _unavailable("network_namespace", _failed("setns(user namespace)"))
+            return LayerReport.unavailable("network_namespace", _failed("setns(user namespace)"))
         if libc.setns(net_fd, _CLONE_NEWNET) != 0:
-            return _unavailable("network_namespace", _failed("setns(network namespace)"))
+            return LayerReport.unavailable("network_namespace", _failed("setns(network namespace)"))
     finally:
         for fd in (user_fd, net_fd):
             if fd is not None:
                 os.close(fd)
     names = _interfaces()
     if names != ["lo"]:
-        return _unavailable("network_namespace", f"rank 0's namespace has {names}, not only lo")
-    return _active("network_namespace", "joined rank 0's private namespace; only lo")
+        return LayerReport.unavailable(
+            "network_namespace", f"rank 0's namespace has {names}, not only lo"
+        )
+    return LayerReport.active("network_namespace", "joined rank 0's private namespace; only lo")
 
 
 def private_network(reports: list[LayerReport]) -> bool:
@@ -140,22 +138,24 @@ def private_shared_memory(size_mib: int) -> LayerReport:
     """
     libc = _libc()
     if libc.unshare(_CLONE_NEWNS) != 0:
-        return _unavailable("private_shm", _failed("unshare(CLONE_NEWNS)"))
+        return LayerReport.unavailable("private_shm", _failed("unshare(CLONE_NEWNS)"))
     # Private first: a mount made below must never propagate back to the host's namespace.
     if libc.mount(None, b"/", None, _MS_REC | _MS_PRIVATE, None) != 0:
-        return _unavailable("private_shm", _failed("mount(/, MS_REC | MS_PRIVATE)"))
+        return LayerReport.unavailable("private_shm", _failed("mount(/, MS_REC | MS_PRIVATE)"))
     flags = _MS_NOSUID | _MS_NODEV | _MS_NOEXEC
     options = f"size={size_mib}m,mode=1777".encode()
     if libc.mount(b"tmpfs", SHARED_MEMORY.encode(), b"tmpfs", flags, options) != 0:
-        return _unavailable("private_shm", _failed(f"mount(tmpfs, {SHARED_MEMORY})"))
-    return _active("private_shm", f"fresh {size_mib} MiB tmpfs on {SHARED_MEMORY}, own mounts")
+        return LayerReport.unavailable("private_shm", _failed(f"mount(tmpfs, {SHARED_MEMORY})"))
+    return LayerReport.active(
+        "private_shm", f"fresh {size_mib} MiB tmpfs on {SHARED_MEMORY}, own mounts"
+    )
 
 
 def set_no_new_privs() -> LayerReport:
     """PR_SET_NO_NEW_PRIVS: no exec can ever grant privileges again."""
     if _libc().prctl(_PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0:
-        return _unavailable("no_new_privs", _failed("prctl(PR_SET_NO_NEW_PRIVS)"))
-    return _active("no_new_privs", "set")
+        return LayerReport.unavailable("no_new_privs", _failed("prctl(PR_SET_NO_NEW_PRIVS)"))
+    return LayerReport.active("no_new_privs", "set")
 
 
 def drop_privileges(uid: int | None, drop_capabilities: bool) -> LayerReport:
@@ -166,7 +166,7 @@ def drop_privileges(uid: int | None, drop_capabilities: bool) -> LayerReport:
         os.setgroups([])
         os.setgid(uid)
         os.setuid(uid)
-        return _active("unprivileged_user", f"uid and gid {uid}; no capabilities")
+        return LayerReport.active("unprivileged_user", f"uid and gid {uid}; no capabilities")
     if not drop_capabilities:
         return _skipped("unprivileged_user")
     libc = _libc()
@@ -174,12 +174,14 @@ def drop_privileges(uid: int | None, drop_capabilities: bool) -> LayerReport:
         libc.prctl(_PR_CAPBSET_DROP, capability, 0, 0, 0)  # EINVAL past the last: fine
     number = _CAPSET.get(platform.machine())
     if number is None:
-        return _unavailable("unprivileged_user", "capset: unknown architecture")
+        return LayerReport.unavailable("unprivileged_user", "capset: unknown architecture")
     header = struct.pack("Ii", _LINUX_CAPABILITY_VERSION_3, 0)
     data = bytes(24)  # two __user_cap_data_struct, all zero: no effective/permitted/inheritable
     if libc.syscall(number, header, data) != 0:
-        return _unavailable("unprivileged_user", _failed("capset"))
-    return _active("unprivileged_user", f"uid {os.getuid()} kept; every capability dropped")
+        return LayerReport.unavailable("unprivileged_user", _failed("capset"))
+    return LayerReport.active(
+        "unprivileged_user", f"uid {os.getuid()} kept; every capability dropped"
+    )
 
 
 def apply_before_imports(spec: SandboxSpec) -> list[LayerReport]:
@@ -200,9 +202,9 @@ def apply_before_imports(spec: SandboxSpec) -> list[LayerReport]:
     if spec.landlock:
         try:
             detail = landlock.restrict(spec.read_paths, spec.write_paths, spec.device_paths, tcp)
-            reports.append(_active("landlock", detail))
+            reports.append(LayerReport.active("landlock", detail))
         except landlock.LandlockUnavailable as exc:
-            reports.append(_unavailable("landlock", str(exc)))
+            reports.append(LayerReport.unavailable("landlock", str(exc)))
     else:
         reports.append(_skipped("landlock"))
     reports.append(drop_privileges(spec.drop_to_uid, spec.drop_capabilities))
@@ -219,6 +221,6 @@ def apply_seccomp(spec: SandboxSpec, reports: list[LayerReport]) -> LayerReport:
         return _skipped("seccomp")
     try:
         inet = spec.allow_inet and private_network(reports)
-        return _active("seccomp", seccomp.install_filter(inet))
+        return LayerReport.active("seccomp", seccomp.install_filter(inet))
     except seccomp.SeccompUnavailable as exc:
-        return _unavailable("seccomp", str(exc))
+        return LayerReport.unavailable("seccomp", str(exc))

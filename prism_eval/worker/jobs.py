@@ -15,8 +15,7 @@ from typing import Any
 
 import torch
 
-from prism_eval.protocol import Failure, JobSpec, Where
-from prism_eval.protocol.channel import Channel
+from prism_eval.protocol import Channel, Failure, JobSpec, Where
 from prism_eval.worker.context import PrismContext
 from prism_eval.worker.loader import load_build_model
 from prism_eval.worker.stream import ScoredStream

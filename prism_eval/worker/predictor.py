@@ -13,8 +13,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from prism_eval.protocol import JobSpec, ModelLayout, Predict, Predicted, PredictorSetup
-from prism_eval.protocol.channel import Channel
+from prism_eval.protocol import Channel, JobSpec, ModelLayout, Predict, Predicted, PredictorSetup
 from prism_eval.worker.jobs import build_scored_models, reporting
 from prism_eval.worker.outputs import OutputError, logits_of
 from prism_eval.worker.weights import BoundWeights, describe, map_buffer

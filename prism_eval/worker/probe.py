@@ -11,8 +11,7 @@ from __future__ import annotations
 
 import torch
 
-from prism_eval.protocol import JobSpec, ProbeInput, ProbeReport
-from prism_eval.protocol.channel import Channel
+from prism_eval.protocol import Channel, JobSpec, ProbeInput, ProbeReport
 from prism_eval.worker.causality import probe_causality
 from prism_eval.worker.jobs import build_scored_models, reporting
 from prism_eval.worker.outputs import logits_of

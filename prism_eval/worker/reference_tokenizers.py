@@ -24,7 +24,7 @@ from prism_eval.tokenizer_files import (
 )
 
 
-class ByteTokenizer:
+class ReferenceByteTokenizer:
     """UTF-8 bytes as tokens 0-255 and 256 as BOS / end of text: the stream's `byte` tokenizer."""
 
     name = "byte"
@@ -45,7 +45,7 @@ class ReferenceTokenizerError(RuntimeError):
 def load_reference_tokenizer(name: str, directory: str | None) -> Any:
     """A fresh tokenizer object for `name`, from the staged files under `directory`."""
     if name == "byte":
-        return ByteTokenizer()
+        return ReferenceByteTokenizer()
     if name not in TOKENIZER_NAMES:
         raise ValueError(f"unknown reference tokenizer {name!r}; expected one of {TOKENIZER_NAMES}")
     if directory is None:

@@ -18,6 +18,7 @@ import torch
 
 from prism_eval.protocol import (
     BatchRequest,
+    Channel,
     Failure,
     Reveal,
     StreamAccepted,
@@ -25,7 +26,6 @@ from prism_eval.protocol import (
     StreamOpen,
     StreamRefused,
 )
-from prism_eval.protocol.channel import Channel
 from prism_eval.worker.weights import Committer, LayoutError, describe, map_buffer, unwrap
 
 

@@ -13,8 +13,7 @@ from pathlib import Path
 
 import torch
 
-from prism_eval.protocol import JobSpec, TrainDone
-from prism_eval.protocol.channel import Channel
+from prism_eval.protocol import Channel, JobSpec, TrainDone
 from prism_eval.worker.jobs import make_context, reporting
 from prism_eval.worker.loader import load_build_model, load_script
 from prism_eval.worker.process_group import RENDEZVOUS_PORT, one_rank_rendezvous

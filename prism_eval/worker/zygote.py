@@ -24,8 +24,7 @@ import sys
 import tempfile
 import traceback
 
-from prism_eval.protocol import ChannelClosed, Exited, Spawn, Spawned
-from prism_eval.protocol.channel import Channel
+from prism_eval.protocol import Channel, ChannelClosed, Exited, Spawn, Spawned
 
 _HIGH_FD = 512  # received descriptors move above every target before they take their numbers
 

@@ -16,7 +16,7 @@ import torch
 
 from prism_eval.supervisor.data.tokenizers import load_tokenizer, tokenizer_dir
 from prism_eval.worker.context import PrismContext, install_reference_alias
-from prism_eval.worker.reference_tokenizers import ByteTokenizer, ReferenceTokenizerError
+from prism_eval.worker.reference_tokenizers import ReferenceByteTokenizer, ReferenceTokenizerError
 
 REFERENCE_FIELDS = {
     "vocab_size", "sequence_length", "max_layers", "max_parameters", "seed", "data_dir",
@@ -92,7 +92,7 @@ def test_gpt2_is_a_real_tiktoken_encoding_that_agrees_with_the_supervisor() -> N
 
 def test_byte_is_the_stream_the_supervisor_builds() -> None:
     byte = context().reference_tokenizer("byte")
-    assert isinstance(byte, ByteTokenizer)
+    assert isinstance(byte, ReferenceByteTokenizer)
     text = "héllo"
     supervisor_ids, _ = load_tokenizer("byte").encode_document(text)
     assert byte.encode(text) == supervisor_ids.tolist()

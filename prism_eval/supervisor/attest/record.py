@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from prism_eval.errors import Status
 from prism_eval.supervisor.attest.signing import Signature
 from prism_eval.supervisor.formula import CurvePoint
-from prism_eval.supervisor.intake.bundle import BundleFile
+from prism_eval.supervisor.intake import BundleFile
 
 RECORD_SCHEMA: Final = "prism-eval.record/v2"
 PAYLOAD_TYPE: Final = "application/vnd.in-toto+json"
@@ -217,7 +217,7 @@ class AuditFigures(_Model):
 
 
 class Score(_Model):
-    """The score, recomputable from `stream` alone (see scoring.py)."""
+    """The score, recomputable from `stream` alone (see formula.py)."""
 
     bpb: float
     final_score: float

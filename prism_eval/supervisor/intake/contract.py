@@ -7,7 +7,7 @@ challenge's schema: `kind`, `architecture_id`, `architecture:` and `training:` s
 refuses bundle files that would shadow a standard or installed module. Declared entrypoints are
 honoured exactly; undeclared ones default to architecture.py and training.py. Every problem is a
 `Rejected` with a stable rule id. The tokenizer is the declared one, else the one literal
-`reference_tokenizer("…")` calls name (tokenizer_inference.py), else `byte`.
+`reference_tokenizer("…")` calls name (_tokenizer_inference.py), else `byte`.
 """
 
 from __future__ import annotations

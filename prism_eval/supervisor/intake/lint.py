@@ -5,6 +5,9 @@ honest mistake and the lazy attack early, with a stable rule id, a line and a fi
 ordinary honest code (`math`, `functools`, `einops`, `torch.nn`, `os.environ.get` …). Rules are
 data: dotted names in `REFERENCES` (fnmatch patterns, matched against a name and its prefixes,
 after import aliases are resolved) and a few structural checks in `_FileLinter`.
+
+One idea: the lint's rules beside the one visitor that applies them, so that a rule and its
+check are read together (a new rule is a line in `REFERENCES` or a method here).
 """
 
 from __future__ import annotations

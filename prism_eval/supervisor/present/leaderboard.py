@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Literal
 
 from prism_eval.errors import VerificationFailed
-from prism_eval.supervisor.attest.record import Record
-from prism_eval.supervisor.attest.verify import TrustedKeys, verify_record
+from prism_eval.supervisor.attest import Record, TrustedKeys, verify_record
 
 SCORE_BUCKET = 1e-9
 WeightScheme = Literal["winner", "proportional"]

@@ -13,8 +13,7 @@ import html
 import io
 from typing import Any
 
-from prism_eval.supervisor.attest.record import Record
-from prism_eval.supervisor.attest.verify import Verified
+from prism_eval.supervisor.attest import Record, Verified
 
 _STYLE = """
 body { font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 60em; color: #222; }

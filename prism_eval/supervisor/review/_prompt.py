@@ -14,7 +14,7 @@ from typing import Final
 
 import rfc8785
 
-from prism_eval.supervisor.intake.bundle import Bundle
+from prism_eval.supervisor.intake import Bundle
 
 PROMPT_VERSION: Final = "prism-eval.review-prompt/v2"
 

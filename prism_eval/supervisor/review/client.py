@@ -2,8 +2,8 @@
 
 This is the only module of prism-eval that opens a network connection, and the run path never
 imports it (a test walks the imports). It reads the bundle with the same intake as `run`, sends
-every file whole (review_prompt.py) to an OpenAI-compatible API — OpenRouter by default, at
-temperature 0 with a JSON-schema response format — and signs what comes back (review.py).
+every file whole (_prompt.py) to an OpenAI-compatible API — OpenRouter by default, at
+temperature 0 with a JSON-schema response format — and signs what comes back (verdict.py).
 
 Any failure after the first request — a timeout, a refused connection, a non-200 status after
 the bounded retries, an answer that is not the schema's JSON — becomes a signed `held` verdict
@@ -32,10 +32,9 @@ from pydantic import ValidationError
 
 from prism_eval import __version__
 from prism_eval.errors import EvaluatorError, PrismError
-from prism_eval.supervisor.attest.issuing import SigningIdentity, resolve_signing_key
-from prism_eval.supervisor.attest.verify import parse_strict_json
+from prism_eval.supervisor.attest import SigningIdentity, parse_strict_json, resolve_signing_key
 from prism_eval.supervisor.config import EvalConfig
-from prism_eval.supervisor.intake.bundle import Bundle, load_bundle
+from prism_eval.supervisor.intake import Bundle, load_bundle
 from prism_eval.supervisor.progress import say
 from prism_eval.supervisor.review._prompt import PROMPT_VERSION, Prompt, build_prompt
 from prism_eval.supervisor.review.verdict import (

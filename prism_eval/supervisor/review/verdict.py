@@ -1,7 +1,7 @@
 """Supervisor: the LLM review verdict — its models, its signature, and its verification.
 
 docs/design.md §7. The review needs the network and the scored run must not have one, so they
-are two commands: `prism-eval review` (review_client.py) asks the model once and writes a signed
+are two commands: `prism-eval review` (client.py) asks the model once and writes a signed
 verdict; `prism-eval run --review-verdict` verifies it here, offline. This module never opens a
 socket and never imports the client, so the run path cannot reach the network through it.
 
@@ -24,15 +24,15 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from prism_eval.errors import EXIT_CODES, EvaluatorError, PrismError, Rejected
-from prism_eval.supervisor.attest.issuing import SigningIdentity
-from prism_eval.supervisor.attest.signing import (
+from prism_eval.supervisor.attest import (
     Signature,
+    SigningIdentity,
     key_id,
     load_public_key,
+    parse_strict_json,
     sign,
     verify_signature,
 )
-from prism_eval.supervisor.attest.verify import parse_strict_json
 
 VERDICT_SCHEMA: Final = "prism-eval.review-verdict/v1"
 VERDICT_PAYLOAD_TYPE: Final = "application/vnd.prism-eval.review-verdict+json"

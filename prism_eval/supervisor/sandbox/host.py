@@ -64,14 +64,6 @@ class HostPaths:
     root: Path = Path("/")
 
 
-def _active(name: str, detail: str) -> LayerReport:
-    return LayerReport(name=name, state="active", detail=detail[:1024])
-
-
-def _unavailable(name: str, detail: str) -> LayerReport:
-    return LayerReport(name=name, state="unavailable", detail=detail[:1024])
-
-
 def read_status(proc_self: Path) -> dict[str, str]:
     """/proc/self/status as a mapping of field to (stripped) value."""
     status = {}
@@ -103,7 +95,7 @@ def check_network(paths: HostPaths, flags_of: InterfaceFlags = ioctl_flags) -> L
     try:
         names = interface_names(paths.proc_self)
     except OSError as exc:
-        return _unavailable(name, f"cannot list interfaces: {exc}")
+        return LayerReport.unavailable(name, f"cannot list interfaces: {exc}")
     up = []
     for interface in names:
         if interface == "lo":
@@ -119,9 +111,11 @@ def check_network(paths: HostPaths, flags_of: InterfaceFlags = ioctl_flags) -> L
         if flags & _IFF_UP:
             up.append(interface)
     if up:
-        return _unavailable(name, f"interfaces up besides lo: {', '.join(up)}")
+        return LayerReport.unavailable(name, f"interfaces up besides lo: {', '.join(up)}")
     others = len(names) - ("lo" in names)
-    return _active(name, "only lo" + (f" up ({others} other interface(s) down)" if others else ""))
+    return LayerReport.active(
+        name, "only lo" + (f" up ({others} other interface(s) down)" if others else "")
+    )
 
 
 # ---- file system, privileges, seccomp -----------------------------------------------------
@@ -133,10 +127,10 @@ def check_read_only_root(paths: HostPaths) -> LayerReport:
     try:
         read_only = bool(os.statvfs(paths.root).f_flag & os.ST_RDONLY)
     except OSError as exc:
-        return _unavailable(name, f"cannot stat {paths.root}: {exc}")
+        return LayerReport.unavailable(name, f"cannot stat {paths.root}: {exc}")
     if read_only:
-        return _active(name, f"{paths.root} is mounted read-only")
-    return _unavailable(name, f"{paths.root} is writable")
+        return LayerReport.active(name, f"{paths.root} is mounted read-only")
+    return LayerReport.unavailable(name, f"{paths.root} is writable")
 
 
 def capability_names(mask: int) -> list[str]:
@@ -156,20 +150,22 @@ def check_capabilities(status: dict[str, str]) -> LayerReport:
             int(status[k], 16) for k in ("CapEff", "CapPrm", "CapBnd")
         )
     except (KeyError, ValueError):
-        return _unavailable(name, "no capability sets in /proc/self/status")
+        return LayerReport.unavailable(name, "no capability sets in /proc/self/status")
     if effective == permitted == bounding == 0:
-        return _active(name, "none: effective, permitted and bounding sets are empty")
+        return LayerReport.active(name, "none: effective, permitted and bounding sets are empty")
     held = capability_names(effective | permitted)
     detail = f"effective/permitted: {', '.join(held) if held else 'none'}; "
     detail += f"bounding set: {len(capability_names(bounding))} capabilities"
-    return _unavailable(name, detail)
+    return LayerReport.unavailable(name, detail)
 
 
 def check_no_new_privs(status: dict[str, str]) -> LayerReport:
     """Active when no_new_privs is already set on the supervisor (no-new-privileges)."""
     if status.get("NoNewPrivs") == "1":
-        return _active("host_no_new_privs", "set by the engine")
-    return _unavailable("host_no_new_privs", "not set (workers still set it for themselves)")
+        return LayerReport.active("host_no_new_privs", "set by the engine")
+    return LayerReport.unavailable(
+        "host_no_new_privs", "not set (workers still set it for themselves)"
+    )
 
 
 def inet_socket_refusal() -> str | None:
@@ -188,12 +184,14 @@ def check_seccomp(
     name = "host_seccomp"
     mode = status.get("Seccomp")
     if mode != "2":
-        return _unavailable(name, "no filter" if mode == "0" else f"Seccomp: {mode or 'unknown'}")
+        return LayerReport.unavailable(
+            name, "no filter" if mode == "0" else f"Seccomp: {mode or 'unknown'}"
+        )
     filters = status.get("Seccomp_filters")
     count = f"{filters} filter(s)" if filters else "filter mode"
     refusal = inet_probe()
     sockets = f"socket(AF_INET) refused ({refusal})" if refusal else "socket(AF_INET) allowed"
-    return _active(name, f"{count}; {sockets}")
+    return LayerReport.active(name, f"{count}; {sockets}")
 
 
 def check_user(paths: HostPaths) -> LayerReport:
@@ -201,15 +199,15 @@ def check_user(paths: HostPaths) -> LayerReport:
     name = "host_user"
     uid, gid = os.geteuid(), os.getegid()
     if uid != 0:
-        return _active(name, f"uid {uid}, gid {gid}")
+        return LayerReport.active(name, f"uid {uid}, gid {gid}")
     try:
         for line in (paths.proc_self / "uid_map").read_text().splitlines():
             inside, outside, _ = (int(part) for part in line.split())
             if inside == 0 and outside != 0:
-                return _active(name, f"uid 0 in a user namespace, host uid {outside}")
+                return LayerReport.active(name, f"uid 0 in a user namespace, host uid {outside}")
     except (OSError, ValueError):
         pass
-    return _unavailable(name, "running as root")
+    return LayerReport.unavailable(name, "running as root")
 
 
 # ---- cgroup limits ------------------------------------------------------------------------
@@ -266,10 +264,10 @@ def check_memory_limit(paths: HostPaths) -> LayerReport:
     try:
         limit, where = _limit(paths, "memory", ("memory.max", "memory.limit_in_bytes"))
     except (OSError, ValueError) as exc:
-        return _unavailable(name, f"cannot read the cgroup: {exc}")
+        return LayerReport.unavailable(name, f"cannot read the cgroup: {exc}")
     if limit is None:
-        return _unavailable(name, "no cgroup memory limit")
-    return _active(name, f"{limit / 2**30:.2f} GiB ({where})")
+        return LayerReport.unavailable(name, "no cgroup memory limit")
+    return LayerReport.active(name, f"{limit / 2**30:.2f} GiB ({where})")
 
 
 def check_pids_limit(paths: HostPaths) -> LayerReport:
@@ -278,10 +276,10 @@ def check_pids_limit(paths: HostPaths) -> LayerReport:
     try:
         limit, where = _limit(paths, "pids", ("pids.max",))
     except (OSError, ValueError) as exc:
-        return _unavailable(name, f"cannot read the cgroup: {exc}")
+        return LayerReport.unavailable(name, f"cannot read the cgroup: {exc}")
     if limit is None:
-        return _unavailable(name, "no cgroup pids limit")
-    return _active(name, f"{limit} processes ({where})")
+        return LayerReport.unavailable(name, "no cgroup pids limit")
+    return LayerReport.active(name, f"{limit} processes ({where})")
 
 
 def host_checks(

@@ -43,17 +43,22 @@ from prism_eval.protocol import (
     Predict,
     Predicted,
     ProtocolError,
-    Score,
+    ScoreBatch,
     Scored,
     ScorerSetup,
     Snapshot,
     Snapshotted,
 )
 from prism_eval.supervisor.config import EvalConfig
-from prism_eval.supervisor.data.packing import PackedBatch
+from prism_eval.supervisor.data import PackedBatch
 from prism_eval.supervisor.formula import BatchFigures
-from prism_eval.supervisor.sandbox.launch import QuotaExceeded, WorkerProcess, WorkerTimeout
-from prism_eval.supervisor.sandbox.session import failure_error, lost_worker_error
+from prism_eval.supervisor.sandbox import (
+    QuotaExceeded,
+    WorkerProcess,
+    WorkerTimeout,
+    failure_error,
+    lost_worker_error,
+)
 from prism_eval.supervisor.stages._buffers import SharedBuffers
 from prism_eval.supervisor.stages.crew import Crew
 from prism_eval.supervisor.stages.probe import CAUSALITY_TOLERANCE, NONCAUSAL_HINT
@@ -178,7 +183,7 @@ class Capture:
             self._predict(self.crew.predictor, "predictor", index, self.withheld(batch.rows))
         with self.clock.phase("score"):
             scored = self._ask_scorer(
-                Score(index=index, source="predictor", rows=rows, cols=cols),
+                ScoreBatch(index=index, source="predictor", rows=rows, cols=cols),
                 Scored,
                 index,
                 np.ascontiguousarray(batch.rows[:, 1:]).tobytes(),
@@ -289,7 +294,7 @@ class Capture:
         return compared.diffs
 
     def _ask_scorer(
-        self, message: Score | Snapshot | Compare, kind: type[BaseModel],
+        self, message: ScoreBatch | Snapshot | Compare, kind: type[BaseModel],
         index: int, body: bytes = b"",
     ) -> BaseModel:  # fmt: skip
         """One request to the trusted scorer; anything but its answer is our own failure."""

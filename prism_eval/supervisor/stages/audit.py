@@ -37,22 +37,23 @@ from prism_eval.protocol import (
     Predicted,
     PredictorSetup,
     ProtocolError,
-    Score,
+    ScoreBatch,
     Scored,
     logits_bytes,
 )
-from prism_eval.supervisor.attest.record import AuditFigures
+from prism_eval.supervisor.attest import AuditFigures
 from prism_eval.supervisor.config import EvalConfig
-from prism_eval.supervisor.data.packing import PackedBatch
+from prism_eval.supervisor.data import PackedBatch
 from prism_eval.supervisor.formula import bits_per_byte
-from prism_eval.supervisor.sandbox.launch import WorkerProcess, WorkerTimeout
-from prism_eval.supervisor.sandbox.session import (
+from prism_eval.supervisor.sandbox import (
     OnReady,
+    Spawner,
+    WorkerProcess,
+    WorkerTimeout,
     await_ready,
     launch_job,
     lost_worker_error,
 )
-from prism_eval.supervisor.sandbox.spawner import Spawner
 from prism_eval.supervisor.stages._buffers import SharedBuffers
 from prism_eval.supervisor.stages._capture import Limits, expect, set_up_scorer, withhold_last
 
@@ -108,7 +109,7 @@ class Referee:
         rows, cols = batch.rows.shape
         try:
             self.scorer.send(
-                Score(index=index, source="predictor", rows=rows, cols=cols),
+                ScoreBatch(index=index, source="predictor", rows=rows, cols=cols),
                 np.ascontiguousarray(batch.rows[:, 1:]).tobytes(),
             )
             scored = expect(self.scorer, Scored, index, self.limits, {}, self.spec.bundle_dir)

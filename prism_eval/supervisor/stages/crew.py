@@ -18,9 +18,7 @@ from pydantic import BaseModel
 
 from prism_eval.protocol import JobSpec
 from prism_eval.supervisor.config import EvalConfig
-from prism_eval.supervisor.sandbox.launch import WorkerProcess
-from prism_eval.supervisor.sandbox.session import launch_job, launch_scorer
-from prism_eval.supervisor.sandbox.spawner import Spawner
+from prism_eval.supervisor.sandbox import Spawner, WorkerProcess, launch_job, launch_scorer
 
 
 @dataclass(frozen=True)

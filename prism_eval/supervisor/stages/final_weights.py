@@ -17,7 +17,7 @@ import struct
 from pathlib import Path
 
 from prism_eval.errors import Failed
-from prism_eval.supervisor.attest.record import Artifacts
+from prism_eval.supervisor.attest import Artifacts
 
 DTYPE_BYTES = {
     "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1,

@@ -24,9 +24,10 @@ from prism_eval.protocol import (
     ProtocolError,
 )
 from prism_eval.supervisor.config import EvalConfig
-from prism_eval.supervisor.sandbox.launch import WorkerProcess, WorkerTimeout
-from prism_eval.supervisor.sandbox.session import (
+from prism_eval.supervisor.sandbox import (
     OnReady,
+    WorkerProcess,
+    WorkerTimeout,
     await_ready,
     failure_error,
     lost_worker_error,
@@ -155,7 +156,7 @@ def probe_seq_len(spec: JobSpec) -> int:
     return min(PROBE_SEQ, spec.max_seq_len - 1)
 
 
-def run_probe(
+def run_probe_stage(
     worker: WorkerProcess, spec: JobSpec, config: EvalConfig, on_ready: OnReady | None = None
 ) -> ProbeOutcome:
     """Await the launched probe worker's report and check it (raises Rejected or Failed). The

@@ -27,25 +27,27 @@ from pathlib import Path
 
 from prism_eval.errors import EvaluatorError, Failed, PrismError
 from prism_eval.protocol import JobSpec, LayerReport, ProtocolError, StreamAccepted, StreamOpen
-from prism_eval.supervisor.attest.environment import isolation_record
-from prism_eval.supervisor.attest.record import RankFigures, RanksCheck
+from prism_eval.supervisor.attest import RankFigures, RanksCheck, isolation_record
 from prism_eval.supervisor.config import EvalConfig
-from prism_eval.supervisor.data.locked import Document
-from prism_eval.supervisor.data.packing import BatchProducer, PackedBatch, StreamTally, pack_batches
-from prism_eval.supervisor.data.tokenizers import Tokenizer
-from prism_eval.supervisor.sandbox.launch import QuotaExceeded, WorkerProcess, WorkerTimeout
-from prism_eval.supervisor.sandbox.session import lost_worker_error, start_job
-from prism_eval.supervisor.sandbox.spawner import Spawner
+from prism_eval.supervisor.data import (
+    BatchProducer,
+    Document,
+    PackedBatch,
+    StreamTally,
+    Tokenizer,
+    pack_batches,
+)
+from prism_eval.supervisor.sandbox import (
+    QuotaExceeded,
+    Spawner,
+    WorkerProcess,
+    WorkerTimeout,
+    lost_worker_error,
+    start_job,
+)
+from prism_eval.supervisor.stages import _serving as serving
 from prism_eval.supervisor.stages._capture import Limits
 from prism_eval.supervisor.stages.final_weights import final_weights_cap, read_final_weights
-from prism_eval.supervisor.stages.train import (
-    artifacts_watch,
-    await_stream_open,
-    check_geometry,
-    refusing,
-    serve_batches,
-    stream_tokenizer,
-)
 
 MIN_BATCHES_PER_RANK = 2
 FINAL_WEIGHTS = "final.safetensors"
@@ -113,8 +115,8 @@ class SharedStream:
 
     def check(self, request: StreamOpen) -> None:
         """Accept the first request (cutting the shards) and the same geometry after it."""
-        check_geometry(request, self._spec)  # bounds, every rank
-        tokenizer = stream_tokenizer(request.tokenizer, self._tokenizer)
+        serving.check_geometry(request, self._spec)  # bounds, every rank
+        tokenizer = serving.stream_tokenizer(request.tokenizer, self._tokenizer)
         with self._lock:
             first = self.request
             if first is None:
@@ -238,10 +240,10 @@ class _Ranks:
 
     def _drive(self, job: RankJob, worker: WorkerProcess) -> list[PackedBatch]:
         spec, config = job.spec, self.config
-        watch = artifacts_watch(job.artifacts_dir, config)
+        watch = serving.artifacts_watch(job.artifacts_dir, config)
         limits = Limits(self.deadline, config.idle_timeout_s, watch)
-        request = await_stream_open(worker, spec, limits)
-        refusing(worker, lambda: self.stream.check(request))
+        request = serving.await_stream_open(worker, spec, limits)
+        serving.refusing(worker, lambda: self.stream.check(request))
         worker.send(StreamAccepted(batch_size=request.batch_size, seq_len=request.seq_len))
         shard = self.stream.shards[spec.rank]
         producer = BatchProducer(iter(shard))
@@ -249,7 +251,7 @@ class _Ranks:
         try:
             tally = StreamTally(stopped_by="budget")
             shard_bytes = sum(batch.bytes for batch in shard)
-            serve_batches(worker, spec, limits, producer, tally, shard_bytes, served.append)
+            serving.serve_batches(worker, spec, limits, producer, tally, shard_bytes, served.append)
             watch()
         finally:
             producer.close()

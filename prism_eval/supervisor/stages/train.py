@@ -1,57 +1,54 @@
 """Supervisor: the train stage — the forced-init re-execution of `train(ctx)`, scored step by step.
 
 Four children: the trainer (`train(ctx)`), the predictor and the auditor (`architecture.py`
-only) and the trusted scorer; capture.py says what each holds when. Here they are started,
+only) and the trusted scorer; _capture.py says what each holds when. Here they are started,
 the trainer's stream request is checked (geometry, tokenizer, and that the model it trains is
 the one `build_model(ctx)` builds), the shared buffers are handed out, and the batches are
 served one at a time, each revealed only after its loss is final. The byte budget ends the
 stream; the wall clock and an idle limit only ever fail a run. The ranks check (ranks.py)
-serves its workers with the same `await_stream_open` and `serve_batches`.
+serves its workers with the same `_serving`.
 """
 
 from __future__ import annotations
 
 import collections
-import os
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from prism_eval.errors import Failed, PrismError, Rejected
+from prism_eval.errors import Failed, Rejected
 from prism_eval.protocol import (
     FLOATING,
-    MAX_BODY_BYTES,
-    BatchRequest,
     BufferName,
-    ChildMessage,
-    Failure,
     Go,
     JobSpec,
     ModelLayout,
     PredictorSetup,
     ProtocolError,
-    Reveal,
     StreamAccepted,
-    StreamEnd,
     StreamOpen,
-    StreamRefused,
     TensorEntry,
-    TrainDone,
     logits_bytes,
     place_tensors,
 )
 from prism_eval.supervisor.config import EvalConfig
-from prism_eval.supervisor.data.locked import Document
-from prism_eval.supervisor.data.packing import BatchProducer, PackedBatch, StreamTally, pack_batches
-from prism_eval.supervisor.data.tokenizers import Tokenizer, load_tokenizer
+from prism_eval.supervisor.data import (
+    BatchProducer,
+    Document,
+    PackedBatch,
+    StreamTally,
+    Tokenizer,
+    pack_batches,
+)
 from prism_eval.supervisor.formula import BatchFigures
-from prism_eval.supervisor.sandbox.launch import QuotaExceeded, Watch, WorkerProcess, WorkerTimeout
-from prism_eval.supervisor.sandbox.session import (
+from prism_eval.supervisor.sandbox import (
     OnReady,
+    QuotaExceeded,
+    WorkerProcess,
+    WorkerTimeout,
     await_ready,
     await_scorer,
-    failure_error,
     lost_worker_error,
 )
 from prism_eval.supervisor.stages._buffers import SharedBuffers
@@ -63,29 +60,18 @@ from prism_eval.supervisor.stages._capture import (
     predictor_failures,
     set_up_scorer,
 )
+from prism_eval.supervisor.stages._serving import (
+    artifacts_watch,
+    await_stream_open,
+    check_geometry,
+    check_logits_size,
+    refusing,
+    serve_batches,
+    stream_tokenizer,
+)
 from prism_eval.supervisor.stages.audit import ScoredBatch
 from prism_eval.supervisor.stages.crew import Crew
 from prism_eval.supervisor.stages.step_clock import StepClock
-
-TRAIN_FAILURES: dict[str, tuple[type[PrismError], str, str]] = {
-    "import": (Failed, "train.import_failed", "importing the bundle's scripts raised"),
-    "build_model": (Failed, "train.build_failed", "build_model(ctx) raised"),
-    "not_a_module": (Failed, "train.not_a_module", "build_model(ctx) must return an nn.Module"),
-    "train": (Failed, "train.exception", "train(ctx) raised"),
-    "commit": (Rejected, "train.uncommittable_model", "the scored model cannot be committed"),
-    "save": (Failed, "train.save_failed", "saving the scored model's state_dict raised"),
-}
-
-SINGLE_RANK_HINT = (
-    "the scored run is one rank without torchrun's variables; a process group set up anyway "
-    "is rank 0 of 1 on the trainer's own loopback (it needs the network_namespace layer) and "
-    "needs a backend for the device ('gloo' on CPU); or set torch.distributed up only when "
-    "ctx.world_size > 1"
-)
-HIDDEN_DATA_HINT = (
-    "ctx.data_dir is None on this validator (data_access: instrument): the train data comes "
-    "only through ctx.iter_train_batches, which also tokenizes it"
-)
 
 Progress = Callable[[int, float, float], None]  # (bytes scored, nats so far, seconds)
 
@@ -118,64 +104,6 @@ class TrainOutcome:
             self.recent.popleft()
 
 
-def stream_tokenizer(requested: str, declared: Tokenizer) -> Tokenizer:
-    """The tokenizer of the stream train(ctx) asked for: the bundle's (declared in prism.yaml or
-    named in its reference_tokenizer calls), or bytes (`tokenizer=None`, as in the reference).
-    The supervisor tokenizes with its own copy; a miner's tokenizer object is never run."""
-    if requested == declared.name:
-        return declared
-    if requested == "byte":  # byte ids fit every reference vocabulary the model was built for
-        return load_tokenizer("byte")
-    if requested.startswith("custom:"):
-        raise Rejected(
-            "train.custom_tokenizer",
-            f"train(ctx) passed its own tokenizer ({requested.removeprefix('custom:')}) to "
-            "iter_train_batches; only the reference tokenizers can be scored, because the "
-            "score counts the exact bytes each token stands for",
-            hint="pass ctx.reference_tokenizer('gpt2' | 'llama' | 'byte'), or nothing for bytes",
-        )
-    raise Rejected(
-        "train.undeclared_tokenizer",
-        f"train(ctx) asked for the {requested} stream, but the model was built for "
-        f"{declared.name} (vocab {declared.vocab_size:,})",
-        hint=f"declare `tokenizer: {requested}` in prism.yaml, so ctx.vocab_size fits it",
-    )
-
-
-def check_geometry(request: StreamOpen, spec: JobSpec) -> None:
-    """Refuse a stream request outside the config's bounds."""
-    if not 2 <= request.seq_len <= spec.max_seq_len:
-        raise Rejected(
-            "train.bad_seq_len",
-            f"seq_len {request.seq_len} is outside 2..{spec.max_seq_len} (ctx.max_seq_len)",
-            hint="pass seq_len=ctx.max_seq_len or less: the validator's profile sets the longest "
-            "row (max_seq_len), so read it rather than hard-coding one",
-        )
-    if not 1 <= request.batch_size <= spec.max_batch_size:
-        raise Rejected(
-            "train.bad_batch_size",
-            f"batch_size {request.batch_size} is outside 1..{spec.max_batch_size}",
-            hint=f"ask for at most {spec.max_batch_size} rows per batch; accumulate gradients "
-            "over several batches for a larger effective batch",
-        )
-    if request.batch_size * request.seq_len * 4 > MAX_BODY_BYTES:
-        raise Rejected("train.batch_too_large", "batch_size × seq_len is too large to send")
-
-
-def check_logits_size(request: StreamOpen, width: int, config: EvalConfig) -> int:
-    """The bytes of one batch's logits; refuse more than `max_logits_mib`."""
-    size = logits_bytes(request.batch_size, request.seq_len, width, config.capture_dtype)
-    if size > config.max_logits_mib * 2**20:
-        raise Rejected(
-            "train.batch_too_large",
-            f"one batch of {request.batch_size} × {request.seq_len} tokens makes "
-            f"{size / 2**20:,.0f} MiB of logits ({width:,} wide); the limit is "
-            f"{config.max_logits_mib:,} MiB",
-            hint="ask iter_train_batches for fewer rows or shorter rows",
-        )
-    return size
-
-
 def check_model(trained: list[TensorEntry], built: list[TensorEntry], max_params: int) -> None:
     """The model handed to iter_train_batches must have the tensors of the model
     build_model(ctx) builds (names, kinds, shapes; dtypes may differ), within the cap."""
@@ -206,111 +134,6 @@ def check_model(trained: list[TensorEntry], built: list[TensorEntry], max_params
             f"the scored model has {params:,} parameters and {floats:,} floating-point buffer "
             f"elements, {params + floats:,} in all, over the cap of {max_params:,}",
         )
-
-
-def await_trainer(worker: WorkerProcess, spec: JobSpec, limits: Limits) -> ChildMessage:
-    """The trainer's next message; a Failure becomes the supervisor's verdict."""
-    message = worker.receive(limits.idle_s, limits.deadline, limits.watch)
-    if isinstance(message, Failure):
-        error = failure_error(message, TRAIN_FAILURES, spec.bundle_dir, "train")
-        # A loop written for torchrun sets up a process group unconditionally.
-        if spec.world_size == 1 and any("init_process_group" in f for f in error.evidence):
-            error.hint = error.hint or SINGLE_RANK_HINT
-        # A loop written to read the shards itself, as the reference's docs suggest.
-        if spec.data_dir is None and any("data_dir" in f for f in error.evidence):
-            error.hint = error.hint or HIDDEN_DATA_HINT
-        raise error
-    return message
-
-
-def await_stream_open(worker: WorkerProcess, spec: JobSpec, limits: Limits) -> StreamOpen:
-    """train(ctx)'s stream request (not yet answered)."""
-    message = await_trainer(worker, spec, limits)
-    if isinstance(message, TrainDone):
-        raise Failed(
-            "train.no_batches",
-            "train(ctx) returned without iterating ctx.iter_train_batches: nothing was scored",
-            hint="iterate `for batch in ctx.iter_train_batches(model, ...)` to the end",
-        )
-    if not isinstance(message, StreamOpen):
-        raise ProtocolError(f"expected stream_open, got {message.type}")
-    return message
-
-
-def refusing(worker: WorkerProcess, check: Callable[[], None]) -> None:
-    """Run `check`; if it refuses, tell the trainer why before raising."""
-    try:
-        check()
-    except PrismError as refusal:
-        worker.send(StreamRefused(rule_id=refusal.rule_id, message=refusal.message))
-        raise
-
-
-def serve_batches(
-    worker: WorkerProcess,
-    spec: JobSpec,
-    limits: Limits,
-    producer: BatchProducer,
-    tally: StreamTally,
-    budget_bytes: int,
-    before_reveal: Callable[[PackedBatch], None],
-    clock: StepClock | None = None,
-) -> None:
-    """Answer each batch request — `before_reveal`, then the batch — until train(ctx) returns;
-    it must reach the end of the stream. The wait for each request is the `trainer` phase."""
-    clock = clock or StepClock()
-    served = scored_bytes = 0
-    ended = False
-    while True:
-        with clock.phase("trainer"):
-            message = await_trainer(worker, spec, limits)
-        if isinstance(message, TrainDone):
-            break
-        if not isinstance(message, BatchRequest) or message.index != served or ended:
-            raise ProtocolError(f"unexpected {message.type} during the stream")
-        batch = producer.next_batch()
-        if batch is None:
-            worker.send(StreamEnd(reason=tally.stopped_by or "data_exhausted"))
-            ended = True
-            continue
-        before_reveal(batch)
-        rows, cols = batch.rows.shape  # the index is the loop's own count (a rank's too)
-        worker.send(Reveal(index=served, rows=rows, cols=cols), batch.rows.tobytes())
-        served += 1
-        scored_bytes += batch.bytes
-    if not ended:
-        raise Failed(
-            "train.stream_incomplete",
-            f"train(ctx) stopped after {served} batches "
-            f"({scored_bytes:,} of the {budget_bytes:,}-byte budget)",
-            hint="iterate ctx.iter_train_batches until it ends: the byte budget is the "
-            "run's length",
-        )
-
-
-def artifacts_watch(artifacts_dir: Path, config: EvalConfig) -> Watch:
-    """A watch that raises QuotaExceeded once the artifacts dir holds too much."""
-    quota_bytes, max_files = config.artifacts_quota_mib * 2**20, config.artifacts_max_files
-
-    def check_artifacts() -> None:
-        used, files = 0, 0
-        pending = [str(artifacts_dir)]
-        while pending:
-            with os.scandir(pending.pop()) as entries:
-                for entry in entries:
-                    files += 1
-                    if files > max_files:
-                        raise QuotaExceeded(f"wrote more than {max_files:,} files to artifacts")
-                    if entry.is_dir(follow_symlinks=False):
-                        pending.append(entry.path)
-                    else:
-                        used += entry.stat(follow_symlinks=False).st_blocks * 512
-            if used > quota_bytes:
-                raise QuotaExceeded(
-                    f"filled artifacts past its quota of {quota_bytes // 2**20:,} MiB"
-                )
-
-    return check_artifacts
 
 
 def _wake_crew(crew: Crew, config: EvalConfig, on_ready: OnReady | None) -> None:
@@ -363,7 +186,7 @@ def _hand_out_buffers(
         buffers.close()
 
 
-def run_training(
+def run_train_stage(
     outcome: TrainOutcome,
     crew: Crew,
     config: EvalConfig,

@@ -19,30 +19,16 @@ from hypothesis import strategies as st
 
 from prism_eval.errors import VerificationFailed
 from prism_eval.supervisor.attest import issuing as attest
+from prism_eval.supervisor.attest import record as schema
 from prism_eval.supervisor.attest.record import (
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
     RECORD_SCHEMA,
     STATEMENT_TYPE,
-    DataRef,
-    Environment,
-    Evaluator,
-    Inputs,
-    IsolationLayer,
-    PrefixAudit,
-    RankFigures,
     RanksCheck,
-    Reason,
     Record,
-    ReviewSummary,
-    RunFigures,
-    Score,
-    SignedRecord,
     Signer,
     StageResult,
-    StreamSummary,
-    Subject,
-    TokenizerRef,
     record_to_json,
     statement_bytes,
     statement_for,
@@ -81,7 +67,7 @@ def make_record(
     message: str = "scored",
     wall_seconds: float = 12.5,
 ) -> Record:
-    """A consistent scored record: every derived figure computed with scoring.py."""
+    """A consistent scored record: every derived figure computed with formula.py."""
     config = (
         {"profile": "cpu-small", "byte_budget": 100000, "lr": 0.001} if config is None else config
     )
@@ -93,8 +79,8 @@ def make_record(
         signer = Signer(mode="ephemeral", keyid="0" * 64, public_key="AAAA")
     return Record(
         status="scored",
-        reason=Reason(rule_id=None, message=message),
-        subject=Subject(
+        reason=schema.Reason(rule_id=None, message=message),
+        subject=schema.Subject(
             bundle_sha256=BUNDLE_SHA,
             files=[BundleFile(path="architecture.py", sha256="a" * 64, bytes=321)],
             source="bundle.zip",
@@ -102,8 +88,8 @@ def make_record(
             architecture_name="Tiny <b>transformer</b>",
             kind="full",
         ),
-        inputs=Inputs(
-            data=DataRef(
+        inputs=schema.Inputs(
+            data=schema.DataRef(
                 manifest_sha256="c" * 64,
                 digest="d" * 64,
                 split="train",
@@ -111,23 +97,23 @@ def make_record(
                 documents=17,
             ),
             heldout=None,
-            tokenizer=TokenizerRef(
+            tokenizer=schema.TokenizerRef(
                 name="byte", vocab_size=257, bos_id=256, fingerprint="builtin:byte"
             ),
             seed=1234,
             config=config,
             config_sha256=hashlib.sha256(rfc8785.dumps(config)).hexdigest(),
         ),
-        evaluator=Evaluator(version="0.1.0"),
-        environment=Environment(
+        evaluator=schema.Evaluator(version="0.1.0"),
+        environment=schema.Environment(
             python="3.11.9", platform="linux", cpu="x86_64", cpu_count=2, torch="2.4.0"
         ),
-        isolation=[IsolationLayer(name="seccomp", state="active")],
+        isolation=[schema.IsolationLayer(name="seccomp", state="active")],
         stages=[
             StageResult(name="intake", status="passed", seconds=0.01),
             StageResult(name="train", status="passed", seconds=wall_seconds),
         ],
-        run=RunFigures(
+        run=schema.RunFigures(
             batch_size=4,
             seq_len=64,
             batches=len(figures),
@@ -140,7 +126,7 @@ def make_record(
             float_buffer_elements=0,
             wall_seconds=wall_seconds,
         ),
-        prefix_audit=PrefixAudit(
+        prefix_audit=schema.PrefixAudit(
             rate=0.1,
             tolerance_nats=1e-4,
             steps=1,
@@ -149,7 +135,7 @@ def make_record(
             catch_spread_1pct=catch_probabilities(4, 0.1, len(figures))[0],
             catch_steps_1pct=catch_probabilities(4, 0.1, len(figures))[1],
         ),
-        stream=StreamSummary(
+        stream=schema.StreamSummary(
             sha256=stream_sha256(figures),
             batches=len(figures),
             nats=nats,
@@ -157,7 +143,7 @@ def make_record(
             bytes=total_bytes,
             curve=learning_curve(figures, 256),
         ),
-        score=Score(bpb=bpb, final_score=final_score(bpb), scoring_version=SCORING_VERSION),
+        score=schema.Score(bpb=bpb, final_score=final_score(bpb), scoring_version=SCORING_VERSION),
         artifacts=None,
         signer=signer,
         started_at="2024-01-01T00:00:00Z",
@@ -327,7 +313,7 @@ def test_record_resigned_with_a_prefix_audit_that_does_not_add_up_is_inconsisten
 def _ranks_check(nproc: int, batches: list[int]) -> RanksCheck:
     return RanksCheck(
         nproc=nproc, backend="gloo", device="cpu", batch_size=4, seq_len=64,
-        ranks=[RankFigures(rank=r, batches=b, tokens=b * 252, bytes=b * 1000)
+        ranks=[schema.RankFigures(rank=r, batches=b, tokens=b * 252, bytes=b * 1000)
                for r, b in enumerate(batches)],
         final_weights_sha256="f" * 64, isolation=[], wall_seconds=3.0,
     )  # fmt: skip
@@ -620,7 +606,7 @@ def test_signed_record_round_trips_and_verifies(figures: list[BatchFigures], mes
     identity = attest.SigningIdentity(Ed25519PrivateKey.generate(), "ephemeral")
     record = make_record(figures, signer=identity.signer(), message=message)
     raw = signed_bytes(record, identity)
-    signed = SignedRecord.model_validate(parse_strict_json(raw))
+    signed = schema.SignedRecord.model_validate(parse_strict_json(raw))
     assert attest.signed_record_bytes(signed) == raw
     assert verify_record(raw, ANY_SIGNER).record == record
 
@@ -641,7 +627,7 @@ def test_record_with_a_large_integral_float_verifies(
 def test_scored_record_without_an_allow_where_one_was_needed_is_inconsistent(
     identity: attest.SigningIdentity, pubkey_path: Path, policy: str, decision: str | None
 ) -> None:
-    review = ReviewSummary(
+    review = schema.ReviewSummary(
         policy=policy,  # type: ignore[arg-type]
         verdict_sha256=None if decision is None else "f" * 64,
         decision=decision,  # type: ignore[arg-type]

@@ -472,6 +472,9 @@ def _reachable(module: str, package: Path) -> set[str]:
         if name in seen:
             continue
         seen.add(name)
+        # importing a module runs the __init__ of every package around it first
+        parts = name.split(".")
+        pending.extend(".".join(parts[:i]) for i in range(1, len(parts)))
         path = package.parent / (name.replace(".", "/") + ".py")
         if not path.exists():
             path = path.with_suffix("") / "__init__.py"
@@ -490,6 +493,7 @@ def _reachable(module: str, package: Path) -> set[str]:
 def test_the_run_path_never_imports_the_network_client() -> None:
     package = ROOT / "prism_eval"
     reached = _reachable("prism_eval.supervisor.evaluation", package)
+    assert "prism_eval.supervisor" in reached  # and the surfaces of the packages around it
     # the walk does see the verification side
     assert "prism_eval.supervisor.review.verdict" in reached
     assert "prism_eval.supervisor.review.client" not in reached
