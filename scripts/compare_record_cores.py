@@ -21,7 +21,11 @@ from pathlib import Path
 from prism_eval.errors import PrismError
 from prism_eval.supervisor.attest.record import Record
 from prism_eval.supervisor.attest.verify import ANY_SIGNER, TrustedKeys, verify_record
-from prism_eval.supervisor.reproduce import compare_cores, describe, first_diverging_batch
+from prism_eval.supervisor.reproduce import (
+    compare_cores,
+    describe_differences,
+    first_diverging_batch,
+)
 
 # Only to describe a mismatch: floats that agree to this are a numerical, not a logical, drift.
 NUMERIC_TOLERANCE = 1e-6
@@ -82,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     first = None
     if differences and streams[0] is not None and streams[1] is not None:
         first = first_diverging_batch(streams[0], streams[1])
-    problems += describe(differences, first)
+    problems += describe_differences(differences, first)
     if differences and not compare_cores(expected, actual, tolerance=NUMERIC_TOLERANCE):
         problems.append(
             f"(equal within a relative {NUMERIC_TOLERANCE:g}: the floats differ in their last "

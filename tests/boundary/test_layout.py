@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -66,3 +67,28 @@ def test_no_name_is_defined_on_two_sides_of_the_boundary() -> None:
                 sides[node.name].add(side)
     twice = {name: sorted(s) for name, s in sides.items() if len(s) > 1}
     assert {n: s for n, s in twice.items() if n not in ENTRY_POINTS} == {}
+
+
+def _is_module(name: str) -> bool:
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent is a module, not a package
+        return False
+
+
+TOOLS = sorted((ROOT / "scripts").glob("*.py")) + sorted((ROOT / "bench").glob("*.py"))
+
+
+@pytest.mark.parametrize("path", TOOLS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_the_developer_tools_import_names_that_exist(path: Path) -> None:
+    """scripts/ and bench/ are not imported by the tests: a rename must not leave them behind."""
+    missing = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("prism_eval"):
+            module = importlib.import_module(node.module or "")
+            for alias in node.names:
+                if not hasattr(module, alias.name) and not _is_module(
+                    f"{node.module}.{alias.name}"
+                ):
+                    missing.append(f"{node.module}.{alias.name}")
+    assert missing == []
