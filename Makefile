@@ -45,9 +45,10 @@ clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
 
 # The OCI image (Containerfile; deploy/README.md). `image` needs podman or docker (and, for the
-# default local base, debootstrap and root); `test-image` installs podman, buildah, debootstrap
-# and runc, builds, evaluates the example inside with the recommended run line and outside, and
-# requires equal reproducible record cores.
+# default local base, debootstrap and root); `test-image` installs podman, buildah, debootstrap,
+# runc and catatonit, builds, evaluates the example inside with the recommended run line and
+# outside, and requires equal reproducible record cores; then plays deploy/k8s/job.yaml's pod
+# for two bundles with `podman kube play` and ranks their verified records.
 .PHONY: image test-image
 
 image: install

@@ -1,14 +1,14 @@
 """deploy/k8s: the example Indexed Job and its NetworkPolicy, checked without a cluster.
 
-No Kubernetes JSON Schema is available offline, so the structure is checked two ways: every
-key of every object must be a field of its API type (a table of the fields of the types used,
-from the Kubernetes API reference: a typo fails here instead of being dropped by the API
-server), and the fields that carry the isolation are checked explicitly.
+Two ways: every object is validated, strictly (an unknown field is an error, as a typo would be
+dropped by the API server), against the Kubernetes JSON schemas of each supported release that
+`kubernetes-validate` ships; and the fields that carry the isolation are checked one by one.
+`make test-image` also plays the Job's pod in a real engine (scripts/play_k8s_job.py).
 """
 
 from __future__ import annotations
 
-import copy
+import importlib.util
 import json
 import re
 import shutil
@@ -16,6 +16,7 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+import kubernetes_validate
 import pytest
 import yaml
 
@@ -26,88 +27,21 @@ K8S = ROOT / "deploy" / "k8s"
 SECCOMP_PROFILE = ROOT / "deploy" / "seccomp.json"
 CONTAINERFILE = ROOT / "Containerfile"
 
-# type → {field: the field's type (None: a scalar or free-form map; "X[]": a list of X)}
-FIELDS: dict[str, dict[str, str | None]] = {
-    "ConfigMap": {"apiVersion": None, "kind": None, "metadata": "ObjectMeta", "data": None,
-                  "binaryData": None, "immutable": None},
-    "Job": {"apiVersion": None, "kind": None, "metadata": "ObjectMeta", "spec": "JobSpec"},
-    "NetworkPolicy": {"apiVersion": None, "kind": None, "metadata": "ObjectMeta",
-                      "spec": "NetworkPolicySpec"},
-    "ObjectMeta": {"name": None, "namespace": None, "labels": None, "annotations": None},
-    "JobSpec": {"activeDeadlineSeconds": None, "backoffLimit": None, "backoffLimitPerIndex": None,
-                "completionMode": None, "completions": None, "manualSelector": None,
-                "maxFailedIndexes": None, "parallelism": None,
-                "podFailurePolicy": "PodFailurePolicy", "podReplacementPolicy": None,
-                "selector": "LabelSelector", "suspend": None, "template": "PodTemplateSpec",
-                "ttlSecondsAfterFinished": None},
-    "PodFailurePolicy": {"rules": "PodFailurePolicyRule[]"},
-    "PodFailurePolicyRule": {"action": None, "onExitCodes": "OnExitCodes",
-                             "onPodConditions": "OnPodConditions[]"},
-    "OnExitCodes": {"containerName": None, "operator": None, "values": None},
-    "OnPodConditions": {"type": None, "status": None},
-    "PodTemplateSpec": {"metadata": "ObjectMeta", "spec": "PodSpec"},
-    "PodSpec": {"affinity": None, "automountServiceAccountToken": None, "containers": "Container[]",
-                "enableServiceLinks": None, "hostIPC": None, "hostNetwork": None, "hostPID": None,
-                "imagePullSecrets": None, "initContainers": "Container[]", "nodeSelector": None,
-                "priorityClassName": None, "restartPolicy": None, "runtimeClassName": None,
-                "securityContext": "PodSecurityContext", "serviceAccountName": None,
-                "terminationGracePeriodSeconds": None, "tolerations": "Toleration[]",
-                "volumes": "Volume[]"},
-    "PodSecurityContext": {"fsGroup": None, "fsGroupChangePolicy": None, "runAsGroup": None,
-                           "runAsNonRoot": None, "runAsUser": None,
-                           "seccompProfile": "SeccompProfile", "supplementalGroups": None},
-    "Toleration": {"effect": None, "key": None, "operator": None, "tolerationSeconds": None,
-                   "value": None},
-    "Container": {"args": None, "command": None, "env": "EnvVar[]", "image": None,
-                  "imagePullPolicy": None, "name": None, "resources": "ResourceRequirements",
-                  "securityContext": "SecurityContext", "volumeMounts": "VolumeMount[]",
-                  "workingDir": None},
-    "EnvVar": {"name": None, "value": None, "valueFrom": None},
-    "SecurityContext": {"allowPrivilegeEscalation": None, "capabilities": "Capabilities",
-                        "privileged": None, "readOnlyRootFilesystem": None, "runAsGroup": None,
-                        "runAsNonRoot": None, "runAsUser": None,
-                        "seccompProfile": "SeccompProfile"},
-    "Capabilities": {"add": None, "drop": None},
-    "SeccompProfile": {"type": None, "localhostProfile": None},
-    "ResourceRequirements": {"limits": None, "requests": None},
-    "VolumeMount": {"mountPath": None, "name": None, "readOnly": None, "subPath": None},
-    "Volume": {"name": None, "configMap": "ConfigMapVolumeSource", "emptyDir": "EmptyDir",
-               "persistentVolumeClaim": "PersistentVolumeClaimVolumeSource",
-               "secret": "SecretVolumeSource"},
-    "ConfigMapVolumeSource": {"defaultMode": None, "items": "KeyToPath[]", "name": None,
-                              "optional": None},
-    "EmptyDir": {"medium": None, "sizeLimit": None},
-    "PersistentVolumeClaimVolumeSource": {"claimName": None, "readOnly": None},
-    "SecretVolumeSource": {"defaultMode": None, "items": "KeyToPath[]", "optional": None,
-                           "secretName": None},
-    "KeyToPath": {"key": None, "mode": None, "path": None},
-    "NetworkPolicySpec": {"egress": None, "ingress": None, "podSelector": "LabelSelector",
-                          "policyTypes": None},
-    "LabelSelector": {"matchExpressions": None, "matchLabels": None},
-}  # fmt: skip
+# The releases deploy/k8s/README.md says are validated; kubernetes-validate (pinned in
+# pyproject.toml) ships their schemas.
+KUBERNETES_VERSIONS = ("1.33", "1.34", "1.35", "1.36", "1.37")
 # Volumes the evaluator writes to; every other mount must be read-only.
 WRITABLE_VOLUMES = {"records", "tmp", "dshm"}
 
 
-def unknown_fields(value: Any, type_name: str, where: str) -> list[str]:
-    """Every key under `value` that is not a field of `type_name` (recursively)."""
-    fields = FIELDS[type_name]
-    if not isinstance(value, dict):
-        return [f"{where}: expected an object ({type_name})"]
-    problems = [f"{where}.{key}: not a field of {type_name}" for key in value if key not in fields]
-    for key, child_type in fields.items():
-        if child_type is None or key not in value:
-            continue
-        if child_type.endswith("[]"):
-            items = value[key]
-            if not isinstance(items, list):
-                problems.append(f"{where}.{key}: expected a list")
-                continue
-            for index, item in enumerate(items):
-                problems += unknown_fields(item, child_type[:-2], f"{where}.{key}[{index}]")
-        else:
-            problems += unknown_fields(value[key], child_type, f"{where}.{key}")
-    return problems
+def schema_errors(document: dict[str, Any], version: str) -> list[str]:
+    """What the strict schema of `version` says is wrong with `document` (nothing: [])."""
+    try:
+        kubernetes_validate.validate(document, version, strict=True)
+    except kubernetes_validate.ValidationError as error:
+        where = ".".join(str(part) for part in error.path)
+        return [f"{document['kind']} {where}: {error.message}"]
+    return []
 
 
 def _documents(name: str) -> list[dict[str, Any]]:
@@ -150,20 +84,25 @@ def _volumes(pod: dict[str, Any]) -> dict[str, dict[str, Any]]:
     return {volume["name"]: volume for volume in pod["volumes"]}
 
 
-def test_every_key_is_a_field_of_its_api_type(objects: dict[str, dict[str, Any]]) -> None:
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+def test_every_object_is_valid_for_each_supported_release(
+    objects: dict[str, dict[str, Any]], version: str
+) -> None:
     expected = {"ConfigMap": "v1", "Job": "batch/v1", "NetworkPolicy": "networking.k8s.io/v1"}
     assert {kind: doc["apiVersion"] for kind, doc in objects.items()} == expected
-    problems = [p for kind, doc in objects.items() for p in unknown_fields(doc, kind, kind)]
-    assert problems == []
+    assert [e for doc in objects.values() for e in schema_errors(doc, version)] == []
 
 
-def test_a_misspelled_field_is_caught(job: dict[str, Any]) -> None:
-    broken = copy.deepcopy(job)
-    context = broken["spec"]["template"]["spec"]["containers"][0]["securityContext"]
-    context["readOnlyRootFileSystem"] = context.pop("readOnlyRootFilesystem")
-    assert unknown_fields(broken, "Job", "Job") == [
-        "Job.spec.template.spec.containers[0].securityContext.readOnlyRootFileSystem: "
-        "not a field of SecurityContext"
+def test_a_misspelled_field_fails_with_the_validators_message(tmp_path: Path) -> None:
+    """A copy of job.yaml with one letter wrong, as an operator would write it."""
+    text = (K8S / "job.yaml").read_text()
+    assert text.count("readOnlyRootFilesystem: true") == 1
+    copy = tmp_path / "job.yaml"
+    copy.write_text(text.replace("readOnlyRootFilesystem", "readOnlyRootFileSystem"))
+    job = next(d for d in yaml.safe_load_all(copy.read_text()) if d and d["kind"] == "Job")
+    assert schema_errors(job, KUBERNETES_VERSIONS[-1]) == [
+        "Job spec.template.spec.containers.0.securityContext: Additional properties are not "
+        "allowed ('readOnlyRootFileSystem' was unexpected)"
     ]
 
 
@@ -329,3 +268,50 @@ def test_network_policy_isolates_the_evaluator_pods(
     assert policy["podSelector"]["matchLabels"].items() <= labels.items()
     assert set(policy["policyTypes"]) == {"Ingress", "Egress"}
     assert policy["ingress"] == [] and policy["egress"] == []
+
+
+def _play_script() -> Any:
+    spec = importlib.util.spec_from_file_location(
+        "play_k8s_job", ROOT / "scripts" / "play_k8s_job.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_played_pod_keeps_every_isolation_field(tmp_path: Path, job: dict[str, Any]) -> None:
+    """`make test-image` plays this pod; what podman cannot express is named, never isolation."""
+    play = _play_script()
+    volumes = [v["name"] for v in job["spec"]["template"]["spec"]["volumes"]]
+    folders = {name: tmp_path / f"{name}-{{index}}" for name in volumes}
+    pod, notes = play.render_pod(
+        1, image="prism-eval:test", image_digest="sha256:x", test_flags="--profile cpu",
+        folders=folders,
+    )  # fmt: skip
+    template = job["spec"]["template"]["spec"]
+    spec = pod["spec"]
+    for field in ("securityContext", "hostNetwork", "hostPID", "hostIPC", "restartPolicy"):
+        assert spec[field] == template[field], field
+    (container,) = spec["containers"]
+    assert container["securityContext"] == template["containers"][0]["securityContext"]
+    assert container["volumeMounts"] == template["containers"][0]["volumeMounts"]
+    assert {"name": "JOB_COMPLETION_INDEX", "value": "1"} in container["env"]
+    assert {v["hostPath"]["path"] for v in spec["volumes"]} == {
+        str(tmp_path / f"{name}-1") for name in volumes
+    }
+    assert "--profile official" not in container["args"][0]
+    dropped = sorted(n.split(":")[1].strip() for n in notes if n.startswith("dropped:"))
+    assert dropped == [
+        "resources.limits.ephemeral-storage",
+        "resources.limits.nvidia.com/gpu",
+        "resources.requests.ephemeral-storage",
+        "resources.requests.nvidia.com/gpu",
+        "tolerations",
+    ]
+    assert all(set(v) == {"name", "hostPath"} for v in spec["volumes"])  # local folders
+    # podman reads the shipped profile from the annotations, the field stays as written
+    annotations = pod["metadata"]["annotations"]
+    assert set(annotations.values()) == {"localhost/seccomp.json"}
+    assert "container.seccomp.security.alpha.kubernetes.io/evaluator" in annotations
+    assert schema_errors(pod, KUBERNETES_VERSIONS[-1]) == []  # still a valid Pod
