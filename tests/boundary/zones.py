@@ -67,6 +67,20 @@ WHY = {  # (importing zone, imported zone) → where the code belongs instead
     ("scorer", "worker"): "the scorer never imports worker code (it would run beside the "
     "trusted losses); what both need belongs in prism_eval/protocol/",
 }
+# Inside the supervisor, its packages form layers, so that their surfaces never import each
+# other in a circle: package → the supervisor packages it may import besides its own. Every
+# package may import the supervisor's leaf modules; only the supervisor's own top modules
+# (pipeline, evaluation, reproduce, doctor) import every package.
+SUPERVISOR_LAYERS: dict[str, set[str]] = {
+    "data": set(),
+    "intake": set(),
+    "sandbox": set(),
+    "attest": {"intake"},
+    "present": {"attest"},
+    "review": {"attest", "intake"},
+    "stages": {"attest", "data", "intake", "sandbox"},
+}
+SUPERVISOR_LEAVES = {"config", "formula", "progress", "interrupts"}
 TORCH_ELSEWHERE = (
     "the supervisor never imports torch: code that needs torch and no miner code belongs in "
     "prism_eval/scorer/, code that runs beside miner code in prism_eval/worker/"
@@ -183,6 +197,9 @@ def _check_target(
                     "review client, so that no other path (run, verify) loads it"]  # fmt: skip
         return []
     home = tree.package_of(target)
+    layering = _layering(where, mine, target)
+    if layering:
+        return [layering]
     if _encloses(home, mine):  # its own package, or one around it: by module path
         if target == home != ROOT_PACKAGE and names:
             return [f"{where} imports {', '.join(names)} from {home}, its own package's surface: "
@@ -201,3 +218,31 @@ def _check_target(
         return [f"{where} imports {', '.join(missing)} from {home}, which does not offer it "
                 "(not in its __all__): add it there if other packages need it"]  # fmt: skip
     return []
+
+
+def _supervisor_package(dotted: str) -> str | None:
+    """`stages` for prism_eval.supervisor.stages[...]; "" for the supervisor's top modules."""
+    parts = dotted.split(".")
+    if parts[:2] != ["prism_eval", "supervisor"]:
+        return None
+    return parts[2] if len(parts) > 3 or (len(parts) == 3 and parts[2] in SUPERVISOR_LAYERS) else ""
+
+
+def _layering(where: Path, mine: str, target: str) -> str | None:
+    """Why a supervisor package may not import `target`, if it may not."""
+    ours, theirs = _supervisor_package(mine), _supervisor_package(target)
+    if not ours or theirs is None or theirs == ours:
+        return None
+    if theirs == "":
+        leaf = target.split(".")[2] if target.count(".") >= 2 else ""
+        if leaf in SUPERVISOR_LEAVES:
+            return None
+        return (f"{where} imports {target}: a supervisor package imports only the leaf modules "
+                f"{sorted(SUPERVISOR_LEAVES)} of the supervisor, never the modules that drive "
+                "the stages (tests/boundary/zones.py: SUPERVISOR_LAYERS)")  # fmt: skip
+    if theirs in SUPERVISOR_LAYERS[ours]:
+        return None
+    allowed = ", ".join(sorted(SUPERVISOR_LAYERS[ours])) or "no other supervisor package"
+    return (f"{where} imports {target}: {ours}/ may import {allowed}; the supervisor's packages "
+            "are layers, so their surfaces never import each other in a circle "
+            "(tests/boundary/zones.py: SUPERVISOR_LAYERS)")  # fmt: skip

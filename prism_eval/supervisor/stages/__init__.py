@@ -6,7 +6,8 @@ scored step by step through `_capture` (one step across trainer, predictor, audi
 `ranks` reruns train(ctx) as N ranks; `crew` starts the children; `jobs` writes each worker's
 job; `final_weights` reads the saved weights back; `step_clock` times a step.
 
-May import: `sandbox`, `data`, `attest`, the supervisor's `config` and `formula`, the protocol.
+May import: `sandbox`, `data`, `attest`, `intake`, the supervisor's `config` and `formula`, the
+protocol.
 Offers: the names in `__all__`.
 """
 
