@@ -86,6 +86,7 @@ def test_a_planted_import_from_the_supervisor_into_the_worker_fails(tmp_path: Pa
          "only the command line imports the networked review client"),
         ("worker/sample.py", "from prism_eval.protocol.frames import read_frame\n",
          "through its surface"),
+        ("worker/sample.py", "from ..supervisor import pipeline\n", "imports relatively"),
     ],
 )  # fmt: skip
 def test_the_rule_catches_a_forbidden_import(

@@ -13,6 +13,10 @@ from click.testing import CliRunner
 from prism_eval.cli import main
 from tests.conftest import ROOT
 
+# Flags that mean the same wherever they appear (cli/_options.py declares each once).
+SHARED = {"--profile", "--config", "--pubkey", "--keyring", "--any-signer", "--data",
+          "--heldout", "--review-verdict", "--reviewer-key"}  # fmt: skip
+
 
 def _commands(group: click.Group, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     found = [path]
@@ -59,7 +63,3 @@ def test_commands_that_share_an_option_share_its_declaration() -> None:
                 )
     assert {flag: h for flag, h in helps.items() if len(h) > 1} == {}
     assert set(helps) == SHARED
-
-
-SHARED = {"--profile", "--config", "--pubkey", "--keyring", "--any-signer", "--data",
-          "--heldout", "--review-verdict", "--reviewer-key"}  # fmt: skip
