@@ -103,7 +103,7 @@ def _git_commit(repo: Path) -> str | None:
 def evaluator_identity(version: str) -> Evaluator:
     """Version, source commit (env PRISM_EVAL_SOURCE_COMMIT or the checkout) and image digest."""
     commit = os.environ.get("PRISM_EVAL_SOURCE_COMMIT") or _git_commit(
-        Path(prism_eval.__file__).resolve().parent
+        Path(prism_eval.__file__).resolve().parents[1]  # the checkout, if this is one
     )
     return Evaluator(
         version=version,
