@@ -95,7 +95,7 @@ def serve_predictions(channel: Channel, spec: JobSpec, models: dict[str, torch.n
     message, _ = channel.receive()
     assert isinstance(message, PredictorSetup)
     fds = channel.take_fds(2 if message.weights_bytes else 1)
-    with reporting(channel, "output"):
+    with reporting(channel, "layout"):
         predictor.attach(message, fds)
     while True:
         message, body = channel.receive()

@@ -15,7 +15,7 @@ import warnings
 
 import torch
 
-from prism_eval.protocol import PlacedTensor, TensorEntry
+from prism_eval.protocol import PlacedTensor, TensorEntry, tensor_bytes
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
@@ -93,9 +93,8 @@ def views(flat: torch.Tensor, placed: list[PlacedTensor]) -> list[torch.Tensor]:
     """Each placed tensor as a typed view into the buffer."""
     out = []
     for entry in placed:
-        dtype = DTYPES[entry.dtype]
-        size = entry.elements * torch.empty((), dtype=dtype).element_size()
-        out.append(flat[entry.offset : entry.offset + size].view(dtype).view(entry.shape))
+        view = flat[entry.offset : entry.offset + tensor_bytes(entry)]
+        out.append(view.view(DTYPES[entry.dtype]).view(entry.shape))
     return out
 
 
@@ -127,37 +126,33 @@ class Committer:
 class BoundWeights:
     """A predictor's model whose tensors are refreshed from the scorer's snapshot.
 
-    The snapshot is mapped read-only; the model keeps tensors of its own (in the placed dtypes,
-    on its device), and `load` copies the snapshot into them before each forward. So a forward
-    that writes to its weights in place changes only its own copy, which the next `load`
-    overwrites, and the snapshot the auditor reads is the scorer's alone.
+    The snapshot is mapped read-only. The model's tensors become views into one buffer of its
+    own (on its device), laid out like the snapshot, and `load` copies the snapshot into it in
+    one pass before each forward: one copy, not one per tensor. A forward that writes to its
+    weights in place changes only its own copy, which the next `load` overwrites, and the
+    snapshot the auditor reads is the scorer's alone.
     """
 
     def __init__(self, model: torch.nn.Module, placed: list[PlacedTensor], flat: torch.Tensor):
-        self._pairs: list[tuple[torch.Tensor, torch.Tensor]] = []
         owned = {name: (kind, tensor) for name, kind, tensor in state_tensors(model)}
-        for entry, view in zip(placed, views(flat, placed), strict=True):
-            kind, tensor = owned[entry.name]
-            _rebind(model, entry.name, kind, torch.empty_like(view, device=tensor.device))
-            self._pairs.append((_tensor_of(model, entry.name, kind), view))
+        devices = {tensor.device for _, tensor in owned.values()}
+        if len(devices) != 1:
+            raise LayoutError(f"the model's tensors lie on {len(devices)} devices; one is needed")
+        size = max((entry.offset + tensor_bytes(entry) for entry in placed), default=0)
+        self._snapshot = flat[:size]
+        self._own = torch.empty(size, dtype=torch.uint8, device=devices.pop())
+        for entry, view in zip(placed, views(self._own, placed), strict=True):
+            _rebind(model, entry.name, owned[entry.name][0], view)
 
     def load(self) -> None:
         """Copy the snapshot into the model's tensors."""
         with torch.no_grad():
-            for own, snapshot in self._pairs:
-                own.copy_(snapshot)
+            self._own.copy_(self._snapshot)
 
 
 def _owner(model: torch.nn.Module, name: str) -> tuple[torch.nn.Module, str]:
     path, _, leaf = name.rpartition(".")
     return (model.get_submodule(path) if path else model), leaf
-
-
-def _tensor_of(model: torch.nn.Module, name: str, kind: str) -> torch.Tensor:
-    owner, leaf = _owner(model, name)
-    tensor = (owner._parameters if kind == "parameter" else owner._buffers)[leaf]
-    assert tensor is not None
-    return tensor
 
 
 def _rebind(model: torch.nn.Module, name: str, kind: str, tensor: torch.Tensor) -> None:

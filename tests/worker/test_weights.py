@@ -70,6 +70,10 @@ def test_commit_then_bind_hands_the_trained_weights_to_another_model() -> None:
     bound.load()  # what the predictor does before each forward
     assert torch.equal(fresh(tokens), trained(tokens))
     assert fresh.head.weight is fresh.embed.weight  # still tied
+    # Every tensor now lies in one buffer of the model's own, so a load is one copy, and that
+    # buffer is not the snapshot's memory.
+    storages = {tensor.untyped_storage().data_ptr() for tensor in fresh.state_dict().values()}
+    assert len(storages) == 1 and storages != {weights.untyped_storage().data_ptr()}
     # A forward that writes its weights in place changes its own copy, never the snapshot,
     # and the next load undoes it.
     with torch.no_grad():
@@ -77,6 +81,14 @@ def test_commit_then_bind_hands_the_trained_weights_to_another_model() -> None:
     assert torch.equal(weights, commit)
     bound.load()
     assert torch.equal(fresh(tokens), trained(tokens))
+
+
+def test_a_model_whose_tensors_lie_on_two_devices_cannot_be_bound() -> None:
+    model = Tied()
+    placed, size = place_tensors(describe(model))
+    model.norm.running_mean = model.norm.running_mean.to("meta")
+    with pytest.raises(LayoutError, match="2 devices"):
+        BoundWeights(model, placed, shared_buffer(size))
 
 
 def test_a_commit_refuses_a_model_whose_tensors_changed() -> None:
