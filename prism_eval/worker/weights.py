@@ -137,7 +137,11 @@ class BoundWeights:
         owned = {name: (kind, tensor) for name, kind, tensor in state_tensors(model)}
         devices = {tensor.device for _, tensor in owned.values()}
         if len(devices) != 1:
-            raise LayoutError(f"the model's tensors lie on {len(devices)} devices; one is needed")
+            raise LayoutError(
+                f"the model's parameters and buffers lie on {len(devices)} devices "
+                f"({', '.join(sorted(str(device) for device in devices))}): build_model(ctx) "
+                "must put them all on ctx.device"
+            )
         size = max((entry.offset + tensor_bytes(entry) for entry in placed), default=0)
         self._snapshot = flat[:size]
         self._own = torch.empty(size, dtype=torch.uint8, device=devices.pop())
